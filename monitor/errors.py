@@ -1,0 +1,35 @@
+"""Errors that reach users: each names the field at fault and what to do about it.
+
+The CLI prints ``str(error)`` as one line and exits with code 2; the Python API raises them as they are.
+"""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad input from a user: a config field, a CLI flag, a file.
+
+    ``field`` names what is wrong (``num_attention_heads``, ``--seq-len``, ``config.json``) and ``fix`` says what to do.
+    """
+
+    def __init__(self, field: str, problem: str, fix: str | None = None) -> None:
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+        message = f"{field}: {problem}"
+        if fix:
+            message += f" — {fix}"
+        super().__init__(message)
+
+
+def describe_validation_error(error: object) -> str:
+    """One line for a pydantic ``ValidationError``: the first failing field, its problem, and the count of others."""
+    errors = error.errors() if hasattr(error, "errors") else []  # type: ignore[union-attr]
+    if not errors:
+        return str(error)
+    first = errors[0]
+    field = ".".join(str(part) for part in first.get("loc", ())) or "input"
+    message = f"{field}: {first.get('msg', 'invalid')} (got {first.get('input')!r}) — fix this field"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem(s))"
+    return message

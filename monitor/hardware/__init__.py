@@ -1,0 +1,1 @@
+"""What the accelerator can do: the peak catalogue, NVML detection, calibration."""

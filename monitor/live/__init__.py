@@ -1,0 +1,1 @@
+"""The live monitor: hooks on the training loop, timing without device synchronisation, windowed rates."""
