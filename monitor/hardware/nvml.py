@@ -1,14 +1,14 @@
 """The one module that touches pynvml (nvidia-ml-py), behind a small interface of our own.
 
-Everything above this module sees ``GpuBackend``: the real ``PynvmlBackend``, ``NullBackend`` where NVML is absent or
-failing (no GPU, no driver, no permission), or a test fake. No call here belongs on a training step's path: the monitor
-reads devices once at start and telemetry at scrape or log time.
+Everything above this module sees ``GpuBackend``: the real ``PynvmlBackend``, ``NullBackend`` where NVML is
+absent or failing (no GPU, no driver, no permission), or a test fake. No call here belongs on a training
+step's path: the monitor reads devices once at start and telemetry at scrape or log time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Telemetry:
 
 @runtime_checkable
 class GpuBackend(Protocol):
-    """The interface the rest of the package uses; implemented by PynvmlBackend, NullBackend and test fakes."""
+    """The interface the rest of the package uses: PynvmlBackend, NullBackend and test fakes implement it."""
 
     available: bool
     reason: str  # why unavailable ("" when available)
@@ -71,3 +71,149 @@ class NullBackend:
 
     def telemetry(self, index: int) -> Telemetry:
         return Telemetry()
+
+
+# CUDA cores per SM by compute capability, to get an SM count from nvmlDeviceGetNumGpuCores where
+# nvmlDeviceGetAttributes (MIG handles only on many drivers) gives none. Sources: CUDA C Programming Guide,
+# "Arithmetic Instructions" throughput table (32-bit floating-point add/multiply per clock per SM).
+_CORES_PER_SM: dict[tuple[int, int], int] = {
+    (7, 0): 64,
+    (8, 0): 64,
+    (8, 6): 128,
+    (8, 9): 128,
+    (9, 0): 128,
+    (10, 0): 128,
+}
+
+
+class PynvmlBackend:
+    """NVML through nvidia-ml-py. MIG-enabled GPUs are listed by their slices (as CUDA sees them). Every NVML
+    call is guarded: ``telemetry`` never raises (a failing query gives None), ``device_info`` gives what it
+    could read. Power, clocks and temperature of a MIG slice are its parent GPU's (NVML has no per-slice
+    figures)."""
+
+    available = True
+    reason = ""
+
+    def __init__(self, nvml: Any) -> None:
+        self._nvml = nvml  # the pynvml module (or a stand-in with its names), already initialised
+        self._devices: list[tuple[Any, Any | None]] = []  # (handle, parent handle for a MIG slice)
+        for gpu_index in range(self._call(nvml.nvmlDeviceGetCount, default=0)):
+            handle = self._call(nvml.nvmlDeviceGetHandleByIndex, gpu_index)
+            if handle is None:
+                continue
+            slices = self._mig_slices(handle)
+            if slices:
+                self._devices.extend((mig, handle) for mig in slices)
+            else:
+                self._devices.append((handle, None))
+
+    def _call(self, fn: Any, *args: Any, default: Any = None) -> Any:
+        try:
+            return fn(*args)
+        except self._nvml.NVMLError:
+            return default
+
+    def _mig_slices(self, handle: Any) -> list[Any]:
+        nvml = self._nvml
+        mode = self._call(nvml.nvmlDeviceGetMigMode, handle)
+        if not mode or mode[0] != getattr(nvml, "NVML_DEVICE_MIG_ENABLE", 1):
+            return []
+        slices = []
+        for i in range(self._call(nvml.nvmlDeviceGetMaxMigDeviceCount, handle, default=0)):
+            mig = self._call(nvml.nvmlDeviceGetMigDeviceHandleByIndex, handle, i)
+            if mig is not None:
+                slices.append(mig)
+        return slices
+
+    def _sm_count(self, handle: Any, cc: tuple[int, int] | None) -> int | None:
+        nvml = self._nvml
+        attrs = self._call(nvml.nvmlDeviceGetAttributes, handle)
+        if attrs is not None and getattr(attrs, "multiprocessorCount", None):
+            return int(attrs.multiprocessorCount)
+        get_cores = getattr(nvml, "nvmlDeviceGetNumGpuCores", None)
+        cores = self._call(get_cores, handle) if get_cores is not None else None
+        per_sm = _CORES_PER_SM.get(cc) if cc else None
+        if cores and per_sm and cores % per_sm == 0:
+            return int(cores) // per_sm
+        return None
+
+    def device_count(self) -> int:
+        return len(self._devices)
+
+    def device_info(self, index: int) -> DeviceInfo:
+        if not 0 <= index < len(self._devices):
+            raise IndexError(f"no GPU {index}: NVML lists {len(self._devices)}")
+        nvml = self._nvml
+        handle, parent = self._devices[index]
+        physical = parent if parent is not None else handle
+        name = self._call(nvml.nvmlDeviceGetName, physical, default="")
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        pci = self._call(nvml.nvmlDeviceGetPciInfo, physical)
+        device_id = (int(pci.pciDeviceId) >> 16) if pci is not None else None
+        cc_raw = self._call(nvml.nvmlDeviceGetCudaComputeCapability, physical)
+        cc = (int(cc_raw[0]), int(cc_raw[1])) if cc_raw else None
+        max_clock = self._call(nvml.nvmlDeviceGetMaxClockInfo, physical, nvml.NVML_CLOCK_SM)
+        uuid = self._call(nvml.nvmlDeviceGetUUID, handle)
+        memory = self._call(nvml.nvmlDeviceGetMemoryInfo, handle)
+        return DeviceInfo(
+            index=index,
+            name=name or "unknown NVIDIA GPU",
+            pci_device_id=device_id,
+            compute_capability=cc,
+            sm_count=self._sm_count(handle, cc),
+            max_sm_clock_mhz=float(max_clock) if max_clock else None,
+            uuid=uuid.decode() if isinstance(uuid, bytes) else uuid,
+            memory_total_bytes=int(memory.total) if memory is not None else None,
+            mig=parent is not None,
+            parent_sm_count=self._sm_count(parent, cc) if parent is not None else None,
+        )
+
+    def telemetry(self, index: int) -> Telemetry:
+        if not 0 <= index < len(self._devices):
+            return Telemetry()
+        nvml = self._nvml
+        handle, parent = self._devices[index]
+        gpu = parent if parent is not None else handle
+        try:
+            util = self._call(nvml.nvmlDeviceGetUtilizationRates, gpu)
+            memory = self._call(nvml.nvmlDeviceGetMemoryInfo, handle)
+            power_mw = self._call(nvml.nvmlDeviceGetPowerUsage, gpu)
+            energy_mj = self._call(nvml.nvmlDeviceGetTotalEnergyConsumption, gpu)
+            clock = self._call(nvml.nvmlDeviceGetClockInfo, gpu, nvml.NVML_CLOCK_SM)
+            max_clock = self._call(nvml.nvmlDeviceGetMaxClockInfo, gpu, nvml.NVML_CLOCK_SM)
+            temp = self._call(nvml.nvmlDeviceGetTemperature, gpu, nvml.NVML_TEMPERATURE_GPU)
+            reasons_fn = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+                nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None
+            )
+            reasons = self._call(reasons_fn, gpu) if reasons_fn is not None else None
+        except Exception:  # a broken binding must not reach a scrape or a training loop
+            return Telemetry()
+        return Telemetry(
+            utilization_ratio=util.gpu / 100.0 if util is not None else None,
+            memory_used_bytes=int(memory.used) if memory is not None else None,
+            power_watts=power_mw / 1000.0 if power_mw is not None else None,
+            energy_joules=energy_mj / 1000.0 if energy_mj is not None else None,
+            sm_clock_hz=clock * 1e6 if clock is not None else None,
+            max_sm_clock_hz=max_clock * 1e6 if max_clock is not None else None,
+            temperature_celsius=float(temp) if temp is not None else None,
+            throttle_reasons=int(reasons) if reasons is not None else None,
+        )
+
+
+def open_backend() -> GpuBackend:
+    """PynvmlBackend when nvidia-ml-py imports and nvmlInit succeeds; else a NullBackend saying why."""
+    try:
+        import pynvml
+    except ImportError:
+        return NullBackend("nvidia-ml-py is not installed (pip install nvidia-ml-py)")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        return NullBackend(f"NVML unavailable: {exc} (no NVIDIA driver or GPU on this machine?)")
+    except OSError as exc:
+        return NullBackend(f"NVML unavailable: {exc}")
+    try:
+        return PynvmlBackend(pynvml)
+    except Exception as exc:  # a driver failing while we enumerate: say so, never crash the caller
+        return NullBackend(f"NVML failed while listing devices: {exc}")
