@@ -1,1 +1,1 @@
-"""Arithmetic for before and after a run: offline MFU estimate, scaling laws, validation against published figures."""
+"""Arithmetic for before and after a run: offline MFU estimate, scaling laws, checks against the papers."""
