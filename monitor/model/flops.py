@@ -1,0 +1,389 @@
+"""FLOPs per token of a ModelSpec: forward, training (model FLOPs) and hardware FLOPs, with a breakdown.
+
+Pure Python, no torch. What is counted is what ``torch.utils.flop_counter.FlopCounterMode`` counts on the
+Hugging Face implementation with eager attention: matrix multiplies only, 2 FLOPs per multiply-accumulate
+(PaLM, Chowdhery et al. 2022, appendix B). Embedding lookups, norms, activations, softmax, rotary embeddings,
+residual adds, bias adds and the loss are not counted (they are elementwise and well under 1% of the total).
+
+Forward FLOPs per token:
+- every weight matrix a token goes through costs 2 x its elements (n_in x n_out): attention projections, the
+  dense MLP or the ``top_k`` routed experts plus any shared expert, the router, the LM head;
+- attention per layer and head costs 2·K·d_qk for the scores (Q·Kᵀ) plus 2·K·d_v for the values (P·V), with K
+  the keys each query is charged for. Default (``causal=False``): K = S, the full S×S matrix that eager
+  attention computes and that PaLM's 6N + 12·L·H·Q·T counts. ``causal=True``: K = the tokens each query
+  actually attends, averaged over the sequence: (S+1)/2 without a window, mean(min(i, W)) for i = 1..S with a
+  sliding window W.
+
+Backward: every matmul y = x·W costs one matmul for dL/dx (when x depends on something trainable) and one for
+dL/dW (when W is trainable) — so training = 3 x forward when everything trains. With frozen parameters, the
+graph is walked as autograd walks it: a frozen weight skips its weight gradient, and a tensor that depends on
+nothing trainable gets no input gradient (frozen first layers cost no backward at all).
+
+Hardware FLOPs (for HFU): with ``recompute="full"`` every layer that backward reaches runs its forward again
+(per-layer activation checkpointing, as ``torch.utils.checkpoint`` and Hugging Face's gradient checkpointing
+do; the LM head is not recomputed); with ``"selective"`` only the attention scores and values are (Korthikanti
+et al. 2022).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from monitor.errors import InputError
+from monitor.model.params import layer_param_sizes, param_sizes
+from monitor.model.spec import ModelSpec
+
+Recompute = Literal["none", "full", "selective"]
+
+# Breakdown keys, in display order.
+COMPONENTS = ("attention_proj", "attention_scores", "mlp", "experts", "shared_experts", "router", "lm_head")
+
+
+class FlopsPerToken(BaseModel):
+    """FLOPs per token of one training sequence, and the conventions they follow."""
+
+    model_config = ConfigDict(frozen=True)
+
+    forward: float
+    training: float
+    hardware: float
+    breakdown: dict[str, float]
+    seq_len: int
+    causal: bool
+    sliding_window: bool = False
+    recompute: Recompute = "none"
+    frozen: tuple[str, ...] = ()
+    method: Literal["analytic", "measured"] = "analytic"
+
+    @property
+    def backward(self) -> float:
+        return self.training - self.forward
+
+    def shares(self) -> dict[str, float]:
+        """Each component's share of the forward FLOPs (0..1)."""
+        total = sum(self.breakdown.values()) or 1.0
+        return {k: v / total for k, v in self.breakdown.items()}
+
+
+def attended_keys(seq_len: int, window: int | None, causal: bool) -> float:
+    """Keys each query is charged for, averaged over a sequence of ``seq_len`` tokens.
+
+    Full attention: S (or min(S, W) with a window). Causal: query i (1-based) attends min(i, W) keys, so the
+    mean is (S+1)/2 without a window and (W(W+1)/2 + (S-W)·W) / S with one (W < S).
+    """
+    s = seq_len
+    if not causal:
+        return float(s if window is None else min(s, window))
+    if window is None or window >= s:
+        return (s + 1) / 2
+    w = window
+    return (w * (w + 1) / 2 + (s - w) * w) / s
+
+
+class _Graph:
+    """A token's path through the model, walked the way autograd walks it, summing matmul FLOPs."""
+
+    def __init__(self, trainable: Callable[[str], bool]) -> None:
+        self.trainable = trainable
+        self.rg: dict[str, bool] = {}  # tensor -> depends on something trainable (needs a gradient)
+        self.forward: dict[str, float] = dict.fromkeys(COMPONENTS, 0.0)
+        self.backward = 0.0
+
+    def leaf(self, out: str, weight: str | None) -> None:
+        self.rg[out] = weight is not None and self.trainable(weight)
+
+    def matmul(self, out: str, x: str, weight: str, flops: float, component: str) -> None:
+        """y = x·W (+ b): ``flops`` forward; backward ``flops`` for dx if needed, same for dW if trainable."""
+        x_rg, w_rg = self.rg[x], self.trainable(weight)
+        self.forward[component] += flops
+        self.backward += flops * (int(x_rg) + int(w_rg))
+        self.rg[out] = x_rg or w_rg
+
+    def product(self, out: str, a: str, b: str, flops: float, component: str) -> None:
+        """y = a·b of two activations (attention): one backward matmul per operand that needs a gradient."""
+        self.forward[component] += flops
+        self.backward += flops * (int(self.rg[a]) + int(self.rg[b]))
+        self.rg[out] = self.rg[a] or self.rg[b]
+
+    def elementwise(self, out: str, inputs: Iterable[str], weight: str | None = None) -> None:
+        """Uncounted op (norm, activation, add, scaling): only propagates whether a gradient is needed."""
+        rg = any(self.rg[i] for i in inputs) or (weight is not None and self.trainable(weight))
+        self.rg[out] = rg
+
+
+def _attention(g: _Graph, spec: ModelSpec, p: str, x: str, keys: float) -> str:
+    """Attention of layer prefix ``p`` on input ``x``; returns the output tensor name."""
+    h, nh, nkv, d, dv = spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.v_head_dim
+    if spec.mla is None:
+        g.matmul("q", x, p + "q", 2 * h * nh * d, "attention_proj")
+        g.matmul("k", x, p + "k", 2 * h * nkv * d, "attention_proj")
+        g.matmul("v", x, p + "v", 2 * h * nkv * dv, "attention_proj")
+        if spec.qk_norm != "none":
+            g.elementwise("q", ["q"], p + "q_norm")
+            g.elementwise("k", ["k"], p + "k_norm")
+    else:
+        mla = spec.mla
+        if mla.q_lora_rank is None:
+            g.matmul("q", x, p + "q", 2 * h * nh * d, "attention_proj")
+        else:
+            r = mla.q_lora_rank
+            g.matmul("q_a", x, p + "q_a", 2 * h * r, "attention_proj")
+            g.elementwise("q_a", ["q_a"], p + "q_a_norm")
+            g.matmul("q", "q_a", p + "q", 2 * r * nh * d, "attention_proj")
+        kvr = mla.kv_lora_rank
+        g.matmul("kv_a", x, p + "kv_a", 2 * h * (kvr + mla.qk_rope_head_dim), "attention_proj")
+        g.elementwise("c_kv", ["kv_a"], p + "kv_a_norm")
+        g.matmul("v", "c_kv", p + "kv_b", 2 * kvr * nh * (mla.qk_nope_head_dim + dv), "attention_proj")
+        g.elementwise("k", ["v", "kv_a"])  # k = [k_nope from kv_b, k_rope from kv_a]
+    # Eager attention: scores Q·Kᵀ and values P·V, per query head (GQA repeats K/V; the FLOPs are per query
+    # head).
+    g.product("scores", "q", "k", 2 * nh * d * keys, "attention_scores")
+    g.product("attn", "scores", "v", 2 * nh * dv * keys, "attention_scores")
+    g.matmul("attn_out", "attn", p + "o", 2 * nh * dv * h, "attention_proj")
+    return "attn_out"
+
+
+def _mlp(g: _Graph, spec: ModelSpec, p: str, x: str, moe_layer: bool) -> str:
+    h = spec.hidden_size
+    if not moe_layer:
+        i = spec.intermediate_size
+        g.matmul("up", x, p + "up", 2 * h * i, "mlp")
+        if spec.mlp_gated:
+            g.matmul("gate", x, p + "gate", 2 * h * i, "mlp")
+            g.elementwise("up", ["up", "gate"])
+        g.matmul("mlp_out", "up", p + "down", 2 * i * h, "mlp")
+        return "mlp_out"
+    moe = spec.moe
+    assert moe is not None
+    g.matmul("router", x, p + "router", 2 * h * moe.num_experts, "router")
+    g.elementwise("routing_weights", ["router"])
+    ie, k = moe.expert_intermediate_size, moe.top_k
+    # Each token runs through top_k experts (eager experts: one gather + matmuls per expert hit).
+    g.matmul("e_up", x, p + "experts.up", k * 2 * h * ie, "experts")
+    if spec.mlp_gated:
+        g.matmul("e_gate", x, p + "experts.gate", k * 2 * h * ie, "experts")
+        g.elementwise("e_up", ["e_up", "e_gate"])
+    g.matmul("e_out", "e_up", p + "experts.down", k * 2 * ie * h, "experts")
+    g.elementwise("e_out", ["e_out", "routing_weights"])
+    outputs = ["e_out"]
+    if moe.shared_intermediate_size:
+        si = moe.shared_intermediate_size
+        g.matmul("s_up", x, p + "shared.up", 2 * h * si, "shared_experts")
+        if spec.mlp_gated:
+            g.matmul("s_gate", x, p + "shared.gate", 2 * h * si, "shared_experts")
+            g.elementwise("s_up", ["s_up", "s_gate"])
+        g.matmul("s_out", "s_up", p + "shared.down", 2 * si * h, "shared_experts")
+        if moe.shared_expert_gate:
+            g.matmul("s_scale", x, p + "shared_gate", 2 * h, "router")
+            g.elementwise("s_out", ["s_out", "s_scale"])
+        outputs.append("s_out")
+    g.elementwise("mlp_out", outputs)
+    return "mlp_out"
+
+
+def _normalize_recompute(recompute: bool | str) -> Recompute:
+    if recompute is True:
+        return "full"
+    if recompute is False or recompute is None:
+        return "none"
+    if recompute in ("none", "full", "selective"):
+        return recompute  # type: ignore[return-value]
+    raise InputError("recompute", f"unknown value {recompute!r}", "use none, full or selective (or a bool)")
+
+
+def _frozen_predicate(
+    spec: ModelSpec, frozen: Iterable[str] | None
+) -> tuple[tuple[str, ...], Callable[[str], bool]]:
+    """Trainable-name predicate, from glob patterns of frozen ones (``layers.0.*``, ``embedding``)."""
+    patterns = tuple(frozen or ())
+    if not patterns:
+        return (), lambda name: True
+    names = list(param_sizes(spec))
+    frozen_names: set[str] = set()
+    for pattern in patterns:
+        hits = {
+            n for n in names if fnmatch.fnmatchcase(n, pattern) or n.startswith(pattern.rstrip(".") + ".")
+        }
+        if not hits:
+            raise InputError(
+                "frozen",
+                f"pattern {pattern!r} matches no parameter of this model",
+                "use canonical names such as 'embedding', 'lm_head', 'layers.0.*', 'layers.*.q' "
+                "(see monitor.model.params), or frozen_from_param_names() for Hugging Face names",
+            )
+        frozen_names |= hits
+    return patterns, lambda name: name not in frozen_names
+
+
+def flops_per_token(
+    spec: ModelSpec,
+    seq_len: int,
+    *,
+    causal: bool = False,
+    sliding_window: bool | None = None,
+    recompute: bool | Recompute = False,
+    frozen: Iterable[str] | None = None,
+) -> FlopsPerToken:
+    """Forward, training and hardware FLOPs per token of ``spec`` on sequences of ``seq_len`` tokens.
+
+    ``causal``: charge attention for the tokens actually attended (see :func:`attended_keys`) instead of full
+    S×S.
+    ``sliding_window``: apply the spec's per-layer windows (default: when ``causal``).
+    ``recompute``: ``True``/``"full"`` or ``"selective"`` activation recomputation (hardware FLOPs only).
+    ``frozen``: canonical parameter names or glob patterns that do not train (no weight gradient); see
+    :mod:`monitor.model.params` for the names and :func:`frozen_from_param_names` to map Hugging Face names.
+    """
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
+        raise InputError(
+            "seq_len", f"must be a positive integer, got {seq_len!r}", "pass e.g. --seq-len 4096"
+        )
+    mode = _normalize_recompute(recompute)
+    windowed = causal if sliding_window is None else sliding_window
+    patterns, trainable = _frozen_predicate(spec, frozen)
+
+    g = _Graph(trainable)
+    h, v = spec.hidden_size, spec.vocab_size
+    g.leaf("x", "embedding")
+    if spec.position_embeddings:
+        g.leaf("pos", "position_embedding")
+        g.elementwise("x", ["x", "pos"])
+    recomputed = 0.0
+    for layer in range(spec.num_layers):
+        p = f"layers.{layer}."
+        before = dict(g.forward)
+        window = spec.window(layer) if windowed else None
+        keys = attended_keys(seq_len, window, causal)
+        has = set(_layer_parts(spec, layer))
+        g.elementwise("a_in", ["x"], p + "attn_norm" if "attn_norm" in has else None)
+        a = _attention(g, spec, p, "a_in", keys)
+        g.elementwise(a, [a], p + "attn_out_norm" if "attn_out_norm" in has else None)
+        if spec.parallel_residual:
+            g.elementwise("m_in", ["x"], p + "mlp_norm" if "mlp_norm" in has else None)
+        else:
+            g.elementwise("x", ["x", a])
+            g.elementwise("m_in", ["x"], p + "mlp_norm" if "mlp_norm" in has else None)
+        m = _mlp(g, spec, p, "m_in", spec.is_moe_layer(layer))
+        g.elementwise(m, [m], p + "mlp_out_norm" if "mlp_out_norm" in has else None)
+        g.elementwise("x", ["x", a, m] if spec.parallel_residual else ["x", m])
+        if mode != "none" and g.rg["x"]:
+            # Backward reaches this layer, so its checkpointed forward runs again.
+            if mode == "full":
+                recomputed += sum(g.forward[c] - before[c] for c in COMPONENTS)
+            else:
+                recomputed += g.forward["attention_scores"] - before["attention_scores"]
+    g.elementwise("x", ["x"], "final_norm" if spec.final_norm else None)
+    g.matmul("logits", "x", "embedding" if spec.tie_word_embeddings else "lm_head", 2 * h * v, "lm_head")
+
+    forward = sum(g.forward.values())
+    training = forward + g.backward
+    breakdown = {k: val for k, val in g.forward.items() if val or k in COMPONENTS[:3] or k == "lm_head"}
+    return FlopsPerToken(
+        forward=forward,
+        training=training,
+        hardware=training + recomputed,
+        breakdown=breakdown,
+        seq_len=seq_len,
+        causal=causal,
+        sliding_window=bool(windowed and spec.layer_windows and any(w for w in spec.layer_windows)),
+        recompute=mode,
+        frozen=patterns,
+    )
+
+
+def _layer_parts(spec: ModelSpec, layer: int) -> list[str]:
+    return list(layer_param_sizes(spec, layer))
+
+
+# Hugging Face parameter names -> canonical names
+# ------------------------------------------------------------------
+_HF_PARTS: dict[str, tuple[str, ...]] = {
+    # attention
+    "q_proj": ("q",),
+    "k_proj": ("k",),
+    "v_proj": ("v",),
+    "o_proj": ("o",),
+    "qkv_proj": ("q", "k", "v"),
+    "query_key_value": ("q", "k", "v"),
+    "c_attn": ("q", "k", "v"),
+    "dense": ("o",),
+    "q_a_proj": ("q_a",),
+    "q_b_proj": ("q",),
+    "q_a_layernorm": ("q_a_norm",),
+    "kv_a_proj_with_mqa": ("kv_a",),
+    "kv_a_layernorm": ("kv_a_norm",),
+    "kv_b_proj": ("kv_b",),
+    "q_norm": ("q_norm",),
+    "k_norm": ("k_norm",),
+    # MLP
+    "gate_proj": ("gate",),
+    "up_proj": ("up",),
+    "down_proj": ("down",),
+    "gate_up_proj": ("gate", "up"),
+    "c_fc": ("up",),
+    "dense_h_to_4h": ("up",),
+    "dense_4h_to_h": ("down",),
+}
+
+
+def frozen_from_param_names(spec: ModelSpec, names: Iterable[str]) -> list[str]:
+    """Canonical names (for ``flops_per_token(frozen=...)``) of Hugging Face parameter names that are frozen.
+
+    ``names`` are ``model.named_parameters()`` names with ``requires_grad=False``, e.g.
+    ``model.layers.3.mlp.up_proj.weight``, ``model.embed_tokens.weight``, ``lm_head.weight``. A canonical
+    group counts as frozen when any of its tensors is (a group's weight and bias train together in practice).
+    Names that match nothing known (a LoRA adapter's ``lora_A``, say) are ignored: they are not part of the
+    base model.
+    """
+    known = set(param_sizes(spec))
+    out: list[str] = []
+    for full in names:
+        for canonical in _canonical(spec, full):
+            if canonical in known and canonical not in out:
+                out.append(canonical)
+    return out
+
+
+def _canonical(spec: ModelSpec, name: str) -> list[str]:
+    parts = name.split(".")
+    if parts and parts[-1] in ("weight", "bias"):
+        parts = parts[:-1]
+    if any(t in ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B") for t in parts):
+        return []
+    leaf = parts[-1] if parts else ""
+    if leaf in ("embed_tokens", "wte", "embed_in"):
+        return ["embedding"]
+    if leaf == "wpe":
+        return ["position_embedding"]
+    if leaf in ("lm_head", "embed_out"):
+        return ["embedding" if spec.tie_word_embeddings else "lm_head"]
+    if leaf in ("norm", "ln_f", "final_layer_norm"):
+        return ["final_norm"]
+    layer = next((int(t) for t in parts if t.isdigit()), None)
+    if layer is None or layer >= spec.num_layers:
+        return []
+    p = f"layers.{layer}."
+    if leaf in ("input_layernorm", "ln_1"):
+        return [p + "attn_norm"]
+    if leaf == "post_attention_layernorm" or leaf == "ln_2":
+        # llama & co: the pre-MLP norm; gemma2/3, olmo2: the norm on the attention output.
+        return [p + ("attn_out_norm" if spec.norm_placement in ("post", "sandwich") else "mlp_norm")]
+    if leaf == "pre_feedforward_layernorm":
+        return [p + "mlp_norm"]
+    if leaf == "post_feedforward_layernorm":
+        return [p + "mlp_out_norm"]
+    if leaf == "shared_expert_gate":
+        return [p + "shared_gate"]
+    if "experts" in parts and "shared_experts" not in parts:
+        # fused expert tensors: mlp.experts.gate_up_proj / mlp.experts.down_proj (or per-expert modules)
+        return [p + "experts." + c for c in _HF_PARTS.get(leaf, ())]
+    if "shared_expert" in parts or "shared_experts" in parts:
+        return [p + "shared." + c for c in _HF_PARTS.get(leaf, ())]
+    if leaf == "gate" and ("mlp" in parts or "block_sparse_moe" in parts):
+        return [p + "router"]
+    if leaf == "c_proj":
+        return [p + ("down" if "mlp" in parts else "o")]
+    return [p + c for c in _HF_PARTS.get(leaf, ())]
