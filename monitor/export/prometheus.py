@@ -1,0 +1,262 @@
+"""Prometheus export (../shared/CONTRACTS.md, "Prometheus metrics"): a custom collector evaluated at scrape
+time.
+
+The collector reads a ``Snapshot`` (and NVML telemetry through ``GpuBackend``) when Prometheus scrapes;
+nothing is
+computed or read per training step. Gauges whose value is unknown are left out rather than exported as a
+guess:
+``training_mfu_ratio`` and ``training_peak_flops_per_second`` are absent while the peak is unknown.
+
+An MFU above 1 is physically impossible: it is still exported (so a dashboard shows the wrong figure and can
+be
+fixed) but ``training_mfu_suspect`` is 1 and the monitor warns once that the peak or the FLOPs model is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from monitor.hardware.nvml import GpuBackend, Telemetry
+from monitor.live.snapshot import Snapshot
+
+LABELS = ["run", "rank"]
+GPU_LABELS = ["run", "rank", "gpu"]
+
+
+class MonitorCollector(Collector):
+    """Turns the monitor's snapshot and NVML telemetry into metric families at each scrape."""
+
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        *,
+        gpu: GpuBackend | None = None,
+        gpu_indices: Sequence[int] = (),
+        on_error: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
+        self._snapshot = snapshot
+        self._gpu = gpu
+        self._gpu_indices = tuple(gpu_indices)
+        self._on_error = on_error
+
+    def describe(self) -> Iterable[Metric]:
+        # Registration must not evaluate a snapshot (the monitor may not be ready): describe nothing.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        telemetry = self._read_gpus()
+        try:
+            snap = self._snapshot()
+        except Exception as exc:  # never break a scrape; the monitor counts it
+            if self._on_error is not None:
+                self._on_error("snapshot for /metrics failed", exc)
+            return
+        yield from snapshot_metrics(snap)
+        yield from gpu_metrics(snap, telemetry)
+
+    def _read_gpus(self) -> list[tuple[int, Telemetry]]:
+        out: list[tuple[int, Telemetry]] = []
+        if self._gpu is None or not self._gpu.available:
+            return out
+        for index in self._gpu_indices:
+            try:
+                out.append((index, self._gpu.telemetry(index)))
+            except Exception as exc:
+                if self._on_error is not None:
+                    self._on_error(f"NVML telemetry for GPU {index} failed", exc)
+        return out
+
+
+def _gauge(name: str, doc: str, labels: list[str], value: float, unit: str = "") -> GaugeMetricFamily:
+    g = GaugeMetricFamily(name, doc, labels=LABELS, unit=unit)
+    g.add_metric(labels, value)
+    return g
+
+
+def _counter(name: str, doc: str, labels: list[str], value: float) -> CounterMetricFamily:
+    c = CounterMetricFamily(name, doc, labels=LABELS)
+    c.add_metric(labels, value)
+    return c
+
+
+def snapshot_metrics(s: Snapshot) -> Iterator[Metric]:
+    """The training_* families of one snapshot (pure: testable without a server)."""
+    lv = [s.run, str(s.rank)]
+    yield _counter("training_tokens", "Tokens processed on this rank (padding included)", lv, s.tokens_total)
+    if s.real_tokens_total is not None:
+        yield _counter(
+            "training_real_tokens",
+            "Non-padding tokens (from attention_mask) on this rank",
+            lv,
+            s.real_tokens_total,
+        )
+    yield _counter("training_steps", "Optimizer steps completed on this rank", lv, s.steps)
+    yield _counter(
+        "training_model_flops", "Model FLOPs done on this rank (tokens x training FLOPs per token)", lv,
+        s.model_flops_total,
+    )  # fmt: skip
+    yield _counter("training_monitor_errors", "Errors the monitor caught and survived", lv, s.errors)
+    if s.peak_flops_per_second is not None:
+        doc = "Dense peak FLOP/s of this rank's device for the run's dtype"
+        yield _gauge("training_peak_flops_per_second", doc, lv, s.peak_flops_per_second)
+    if s.mfu is not None:
+        yield _gauge("training_mfu_ratio", "Model FLOPs utilization over the window, this rank", lv, s.mfu)
+        yield _gauge(
+            "training_mfu_suspect",
+            "1 when MFU > 1: the peak or the FLOPs model is wrong",
+            lv,
+            float(s.mfu_suspect),
+        )
+    if s.hfu is not None:
+        yield _gauge(
+            "training_hfu_ratio", "Hardware FLOPs utilization (with recomputation), window", lv, s.hfu
+        )
+    if s.mfu_cumulative is not None:
+        yield _gauge(
+            "training_mfu_cumulative_ratio", "MFU since warm-up ended, this rank", lv, s.mfu_cumulative
+        )
+    if s.tokens_per_second is not None:
+        yield _gauge("training_tokens_per_second", "Tokens per second over the window, this rank", lv,
+                     s.tokens_per_second)  # fmt: skip
+    if s.model_flops_per_second is not None:
+        yield _gauge(
+            "training_model_flops_per_second",
+            "Model FLOP/s over the window, this rank",
+            lv,
+            s.model_flops_per_second,
+        )
+    if s.last_step_time is not None:
+        yield _gauge(
+            "training_last_step_timestamp_seconds",
+            "Unix time of the last completed step",
+            lv,
+            s.last_step_time,
+        )
+    yield _gauge("training_world_size", "Ranks in the run", lv, s.world_size)
+    hist = HistogramMetricFamily(
+        "training_step_duration_seconds", "Step time: previous step end to this step end", labels=LABELS
+    )
+    buckets = [(_le(le), float(count)) for le, count in s.step_duration_buckets]
+    buckets.append(("+Inf", float(s.step_duration_count)))
+    hist.add_metric(lv, buckets, s.step_duration_sum)
+    yield hist
+    info = InfoMetricFamily("training_run", "What this run measures against", labels=LABELS)
+    info.add_metric(
+        lv,
+        {
+            "device": s.device,
+            "dtype": s.dtype or "",
+            "model": s.model or "",
+            "peak_source": s.peak_source or "unknown",
+            "flops_method": s.flops_method or "",
+            "world_size": str(s.world_size),
+        },
+    )
+    yield info
+    w = s.world
+    if w is not None:
+        yield _gauge(
+            "training_world_tokens_per_second", "All ranks: tokens per second", lv, w.tokens_per_second or 0.0
+        )
+        yield _counter("training_world_tokens", "All ranks: tokens processed", lv, w.tokens_total)
+        if w.mfu is not None:
+            yield _gauge(
+                "training_world_mfu_ratio", "All ranks: sum of model FLOP/s over sum of peaks", lv, w.mfu
+            )
+        if w.max_step_seconds is not None:
+            yield _gauge(
+                "training_world_max_step_seconds",
+                "Slowest rank's windowed mean step time",
+                lv,
+                w.max_step_seconds,
+            )
+
+
+def _le(value: float) -> str:
+    from prometheus_client.utils import floatToGoString
+
+    return str(floatToGoString(value))
+
+
+def gpu_metrics(s: Snapshot, readings: list[tuple[int, Telemetry]]) -> Iterator[Metric]:
+    """The training_gpu_* families from NVML readings; a field NVML did not give is left out."""
+    specs: list[tuple[str, str, str, Callable[[Telemetry], Any]]] = [
+        (
+            "training_gpu_utilization_ratio",
+            "gauge",
+            "GPU busy time share (NVML)",
+            lambda t: t.utilization_ratio,
+        ),
+        (
+            "training_gpu_memory_used_bytes",
+            "gauge",
+            "Device memory in use (NVML)",
+            lambda t: t.memory_used_bytes,
+        ),
+        ("training_gpu_power_watts", "gauge", "Power draw (NVML)", lambda t: t.power_watts),
+        (
+            "training_gpu_energy_joules",
+            "counter",
+            "Energy since driver load (NVML)",
+            lambda t: t.energy_joules,
+        ),
+        ("training_gpu_sm_clock_hertz", "gauge", "SM clock (NVML)", lambda t: t.sm_clock_hz),
+        (
+            "training_gpu_temperature_celsius",
+            "gauge",
+            "GPU temperature (NVML)",
+            lambda t: t.temperature_celsius,
+        ),
+    ]
+    if not readings:
+        return
+    for name, kind, doc, get in specs:
+        family: GaugeMetricFamily | CounterMetricFamily
+        if kind == "counter":
+            family = CounterMetricFamily(name, doc, labels=GPU_LABELS)
+        else:
+            family = GaugeMetricFamily(name, doc, labels=GPU_LABELS)
+        any_value = False
+        for index, t in readings:
+            value = get(t)
+            if value is not None:
+                family.add_metric([s.run, str(s.rank), str(index)], float(value))
+                any_value = True
+        if any_value:
+            yield family
+
+
+def serve(
+    registry: Any,
+    port: int,
+    addr: str = "127.0.0.1",
+    *,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    client_cafile: str | None = None,
+    client_capath: str | None = None,
+    client_auth_required: bool = False,
+) -> tuple[Any, Any]:
+    """Start the HTTP(S) server for ``registry``; returns (server, thread); OSError if in use."""
+    from prometheus_client import start_http_server
+
+    return start_http_server(
+        port,
+        addr,
+        registry=registry,
+        certfile=certfile,
+        keyfile=keyfile,
+        client_cafile=client_cafile,
+        client_capath=client_capath,
+        client_auth_required=client_auth_required,
+    )
