@@ -1,0 +1,72 @@
+"""Turn what a user names (a config file, a preset, a device) into a ModelSpec and a peak, for the planning
+CLI.
+
+Imports of the model and hardware layers happen here, lazily, so the pure planning modules stay importable
+alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from monitor.errors import InputError
+from monitor.planning._inputs import positive
+
+if TYPE_CHECKING:
+    from monitor.model.spec import ModelSpec
+
+TERA = 1e12
+
+
+def model_spec(config: str | None = None, model: str | None = None) -> ModelSpec:
+    """The ModelSpec of ``--config PATH`` or ``--model PRESET`` (exactly one)."""
+    if config is not None and model is not None:
+        raise InputError("--config/--model", "both given", "pass one of --config PATH or --model PRESET")
+    if config is not None:
+        from monitor.model.hf_config import spec_from_hf_config
+
+        return spec_from_hf_config(config)
+    if model is not None:
+        try:
+            from monitor.model.presets import load_preset
+        except ImportError:  # pragma: no cover - the presets module ships with the package
+            raise InputError("--model", "presets are not available", "pass --config PATH instead") from None
+        return load_preset(model)
+    raise InputError("--config/--model", "no model given", "pass --config PATH or --model PRESET")
+
+
+@dataclass(frozen=True)
+class Peak:
+    flops_per_second: float
+    device: str | None  # catalogue name; None when given as a number
+    key: str | None
+    dtype: str
+    source: str
+
+
+def device_peak(gpu: str | None, peak_tflops: float | None, dtype: str = "bf16") -> Peak:
+    """Peak FLOP/s per device from ``--gpu NAME`` (the catalogue) or ``--peak-tflops X`` (exactly one)."""
+    from monitor.hardware.dtypes import normalize_dtype
+
+    dtype_name = normalize_dtype(dtype)
+    if gpu is not None and peak_tflops is not None:
+        raise InputError("--gpu/--peak-tflops", "both given", "pass one of --gpu NAME or --peak-tflops X")
+    if peak_tflops is not None:
+        value = positive("--peak-tflops", peak_tflops, "pass the dense peak per device in TFLOP/s, e.g. 989")
+        return Peak(value * TERA, None, None, dtype_name, "given with --peak-tflops")
+    if gpu is None:
+        raise InputError("--gpu/--peak-tflops", "no device given", "pass --gpu NAME or --peak-tflops X")
+    from monitor.hardware.catalog import resolve
+
+    acc = resolve(gpu, field="--gpu")
+    peak = acc.peak(dtype_name)
+    if peak is None:
+        have = acc.has_unit(dtype_name)
+        problem = "has no" if have is False else "has no verified"
+        raise InputError(
+            "--dtype",
+            f"{acc.name} {problem} {dtype_name} peak",
+            "pass another --dtype or give the peak with --peak-tflops",
+        )
+    return Peak(peak, acc.name, acc.key, dtype_name, acc.source)
