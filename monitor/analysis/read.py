@@ -1,0 +1,264 @@
+"""Stream JSONL run logs into compact per-run columns, skipping and counting bad lines.
+
+Memory stays bounded by the number of step records, not by the file: each step record becomes seven numbers in
+``array`` columns (about 52 bytes), never a dict kept around. Lines are parsed a chunk at a time (one
+``json.loads``
+over a bracketed, comma-joined chunk, which halves the parse time of one call per line); a chunk holding a
+bad line
+falls back to one call per line so that the bad line alone is skipped and counted.
+
+Skip kinds (counted per kind, reported once by the caller):
+``torn_line`` (the last line of a file, without its newline, that does not parse: a crash mid-write),
+``not_json``, ``not_object``, ``missing_field``, ``bad_value`` (wrong type, negative, NaN), ``unknown_event``,
+``clock_backwards`` (a step record older than the previous one of the same run and rank in the same file),
+``repeated_step`` (a second record for the same run, rank and step: the first one is kept; counted when the
+steps
+are merged, see ``monitor.analysis.steps``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from monitor.schema import AlertRecord, RunEnd, RunStart
+
+SKIP_KINDS = (
+    "torn_line",
+    "not_json",
+    "not_object",
+    "missing_field",
+    "bad_value",
+    "unknown_event",
+    "clock_backwards",
+    "repeated_step",
+)
+
+# Alerts kept per run for the report; the count covers all of them.
+MAX_ALERTS_KEPT = 1000
+_CHUNK_BYTES = 1 << 20
+_NUMBER = frozenset((int, float))
+
+
+@dataclass
+class StepColumns:
+    """Step records of one run in arrival order, one entry per record, as compact typed arrays."""
+
+    rank: array = field(default_factory=lambda: array("q"))
+    step: array = field(default_factory=lambda: array("q"))
+    time: array = field(default_factory=lambda: array("d"))
+    tokens: array = field(default_factory=lambda: array("d"))
+    seconds: array = field(default_factory=lambda: array("d"))
+    flops: array = field(default_factory=lambda: array("d"))
+    # optimizer steps the record covers (imports of tools that log every N steps); 1 for our own monitor
+    span: array = field(default_factory=lambda: array("q"))
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+
+@dataclass
+class RunLog:
+    """Everything read for one run: its step columns and its other records."""
+
+    name: str
+    files: list[str] = field(default_factory=list)
+    columns: StepColumns = field(default_factory=StepColumns)
+    starts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    ends: dict[int, dict[str, Any]] = field(default_factory=dict)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alert_count: int = 0
+    # peak per rank derived from a step record's own mfu (model_flops / (step_seconds * mfu)) where no
+    # run_start
+    # gave one: the writer computed mfu with that peak, so this recovers it exactly
+    derived_peaks: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass
+class FileStats:
+    path: str
+    lines: int = 0
+    records: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class LogSet:
+    """The runs found in a set of log files, in order of first appearance, with the skip counts."""
+
+    runs: dict[str, RunLog] = field(default_factory=dict)
+    files: list[FileStats] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for stats in self.files:
+            total.update(stats.skipped)
+        return total
+
+
+def read_logs(paths: Sequence[str | os.PathLike[str]], *, per_file: bool = False) -> LogSet:
+    """Read run logs; records of the same ``run`` name merge across files (one file per rank is the usual
+    case).
+
+    With ``per_file`` each file's runs stay apart (named ``file:run``), for comparing two logs of runs that
+    share a
+    name. Unreadable files raise ``OSError`` (the CLI turns it into one line); bad lines are skipped and
+    counted.
+    """
+    logs = LogSet()
+    for path in paths:
+        stats = FileStats(path=str(path))
+        logs.files.append(stats)
+        prefix = f"{Path(path).name}:" if per_file else ""
+        _read_file(Path(path), prefix, logs, stats)
+    return logs
+
+
+def _read_file(path: Path, prefix: str, logs: LogSet, stats: FileStats) -> None:
+    last_time: dict[tuple[str, int], float] = {}
+    with open(path, "rb") as handle:
+        while True:
+            lines = handle.readlines(_CHUNK_BYTES)
+            if not lines:
+                break
+            stats.lines += len(lines)
+            for obj in _parse_chunk(lines, stats.skipped):
+                _take(obj, prefix, str(path), logs, stats, last_time)
+
+
+def _parse_chunk(lines: list[bytes], skipped: Counter[str]) -> Iterable[Any]:
+    try:
+        objs = json.loads(b"[" + b",".join(lines) + b"]")
+        if len(objs) == len(lines):
+            return objs
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        pass
+    out = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            # only a file's last line can lack its newline: that is a write cut short
+            skipped["torn_line" if not line.endswith(b"\n") else "not_json"] += 1
+    return out
+
+
+def _take(
+    obj: Any,
+    prefix: str,
+    path: str,
+    logs: LogSet,
+    stats: FileStats,
+    last_time: dict[tuple[str, int], float],
+) -> None:
+    skipped = stats.skipped
+    if type(obj) is not dict:
+        skipped["not_object"] += 1
+        return
+    event = obj.get("event")
+    if event == "step":
+        try:
+            run = obj["run"]
+            step = obj["step"]
+            time = obj["time"]
+            tokens = obj["tokens"]
+            seconds = obj["step_seconds"]
+            flops = obj["model_flops"]
+        except KeyError:
+            skipped["missing_field"] += 1
+            return
+        rank = obj.get("rank", 0)
+        span = obj.get("interval_steps", 1)
+        if (
+            type(run) is not str
+            or type(step) is not int
+            or type(rank) is not int
+            or type(span) is not int
+            or type(time) not in _NUMBER
+            or type(tokens) not in _NUMBER
+            or type(seconds) not in _NUMBER
+            or type(flops) not in _NUMBER
+            or step < 0
+            or rank < 0
+            or span < 1
+            or not (tokens >= 0 and seconds >= 0 and flops >= 0)  # also false for NaN
+            or time - time != 0  # NaN or infinity
+            or seconds == float("inf")
+            or flops == float("inf")
+            or tokens == float("inf")
+        ):
+            skipped["bad_value"] += 1
+            return
+        name = prefix + run
+        key = (name, rank)
+        previous = last_time.get(key)
+        if previous is not None and time < previous:
+            skipped["clock_backwards"] += 1
+            return
+        last_time[key] = time
+        log = logs.runs.get(name)
+        if log is None:
+            log = logs.runs[name] = RunLog(name=name)
+        if (not log.files or log.files[-1] != path) and path not in log.files:
+            log.files.append(path)
+        cols = log.columns
+        cols.rank.append(rank)
+        cols.step.append(step)
+        cols.time.append(time)
+        cols.tokens.append(tokens)
+        cols.seconds.append(seconds)
+        cols.flops.append(flops)
+        cols.span.append(span)
+        stats.records += 1
+        if rank not in log.derived_peaks:
+            mfu = obj.get("mfu")
+            if isinstance(mfu, (int, float)) and mfu > 0 and seconds > 0 and flops > 0:
+                log.derived_peaks[rank] = flops / (seconds * mfu)
+        return
+    if event is None:
+        skipped["missing_field"] += 1
+        return
+    model = _OTHER_EVENTS.get(event)
+    if model is None:
+        skipped["unknown_event"] += 1
+        return
+    try:
+        record = model.model_validate(obj)
+    except ValidationError as exc:
+        kinds = {error["type"] for error in exc.errors()}
+        skipped["missing_field" if kinds == {"missing"} else "bad_value"] += 1
+        return
+    name = prefix + record.run
+    log = logs.runs.get(name)
+    if log is None:
+        log = logs.runs[name] = RunLog(name=name)
+    if path not in log.files:
+        log.files.append(path)
+    stats.records += 1
+    data = record.model_dump(mode="json")
+    if isinstance(record, RunStart):
+        log.starts.setdefault(record.rank, data)
+    elif isinstance(record, RunEnd):
+        log.ends[record.rank] = data
+    else:
+        log.alert_count += 1
+        if len(log.alerts) < MAX_ALERTS_KEPT:
+            log.alerts.append(data)
+
+
+_OTHER_EVENTS: dict[str, type[RunStart] | type[RunEnd] | type[AlertRecord]] = {
+    "run_start": RunStart,
+    "run_end": RunEnd,
+    "alert": AlertRecord,
+}

@@ -1,0 +1,460 @@
+"""Summaries of logged runs: where the hardware time went (``mfu analyze``).
+
+``analyze(paths, options)`` reads the logs (streaming), merges ranks by step (``monitor.analysis.steps``)
+and returns
+an ``Analysis``: one ``RunSummary`` per run, side by side, plus the skipped-line counts. Each part of a
+summary is one
+small function of the step table (``_throughput``, ``_below_threshold``, ``_stalls``, ``_ranks``,
+``_alerts``), so a
+new section (issue 9's MFU loss attribution) is one more function and one more field.
+
+Conventions (see docs/analysis.md):
+- warm-up: the first ``warmup`` optimizer steps of a run (by step index) are left out of every rate and MFU
+figure,
+  and of episodes and stalls; totals (``steps``, ``tokens``, ``duration_seconds``) count them;
+- ``mfu.overall`` = sum(model FLOPs) / sum(step time x peak) over the measured steps (PaLM's MFU, Chowdhery
+et al.
+  2022, appendix B); ``mfu.wall`` uses wall-clock time instead, so gaps between steps count as idle;
+  ``mfu.mean/median/p10/p90`` describe the per-step values;
+- ``below_threshold_seconds``: step time of the measured steps whose MFU is below the threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from monitor.analysis.episodes import distribution, low_mfu_episodes, rank_stats, stalls
+from monitor.analysis.read import SKIP_KINDS, LogSet, RunLog, read_logs
+from monitor.analysis.steps import StepTable, build_step_table, peaks_by_rank
+from monitor.errors import InputError
+
+
+@dataclass(frozen=True)
+class AnalyzeOptions:
+    threshold: float = 0.25
+    warmup: int = 10
+    stall_factor: float = 5.0
+    straggler_tolerance: float = 0.10
+    peak_flops_per_second: float | None = None  # per device, for ranks whose log has none
+    max_listed: int = 50  # episodes / stalls / alerts listed per run (the longest); totals count all
+    per_file: bool = False
+
+    def __post_init__(self) -> None:
+        if not (0 < self.threshold <= 1):
+            raise InputError(
+                "--threshold", f"must be a fraction in (0, 1], got {self.threshold}", "e.g. 0.25"
+            )
+        if self.warmup < 0:
+            raise InputError(
+                "--warmup", f"must be >= 0 steps, got {self.warmup}", "pass 0 to keep every step"
+            )
+        if not self.stall_factor > 1:
+            raise InputError("--stall-factor", f"must be > 1, got {self.stall_factor}", "e.g. 5")
+        if not self.straggler_tolerance > 0:
+            raise InputError(
+                "--straggler-tolerance",
+                f"must be > 0, got {self.straggler_tolerance}",
+                "e.g. 0.1 (10% slower)",
+            )
+        peak = self.peak_flops_per_second
+        if peak is not None and not (peak > 0 and math.isfinite(peak)):
+            raise InputError(
+                "--peak-tflops", f"must be a positive number, got {peak}", "e.g. 989 for H100 bf16"
+            )
+        if self.max_listed < 1:
+            raise InputError("--max-listed", f"must be >= 1, got {self.max_listed}", "e.g. 50")
+
+
+class Distribution(BaseModel):
+    mean: float | None = None
+    median: float | None = None
+    p10: float | None = None
+    p90: float | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+class RateStats(Distribution):
+    overall: float | None = Field(None, description="total over step time (MFU: FLOPs over step time x peak)")
+    wall: float | None = Field(None, description="total over wall-clock time, gaps between steps included")
+
+
+class Measured(BaseModel):
+    steps: int
+    tokens: int
+    step_seconds: float
+    wall_seconds: float
+
+
+class EpisodeOut(BaseModel):
+    start_step: int
+    end_step: int
+    steps: int
+    seconds: float
+    mean_mfu: float | None
+    start_time: float
+    end_time: float
+
+
+class StallOut(BaseModel):
+    step: int
+    previous_step: int | None
+    seconds: float = Field(description="wall time from the previous step's end to this step's end")
+    expected_seconds: float
+    lost_seconds: float
+    time: float
+
+
+class RankOut(BaseModel):
+    rank: int
+    steps: int
+    median_step_seconds: float
+    mean_step_seconds: float
+    slowest_share: float | None
+    relative_step_time: float | None
+    straggler: bool
+
+
+class AlertsOut(BaseModel):
+    count: int = 0
+    firing: int = 0
+    resolved: int = 0
+    items: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class RunSummary(BaseModel):
+    run: str
+    files: list[str]
+    model: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    world_size: int | None = None
+    ranks: int = 0
+    peak_flops_per_second: float | None = Field(None, description="per device, when all ranks agree")
+    flops_per_token: float | None = None
+    steps: int = Field(0, description="optimizer steps, counted per step index (not per rank record)")
+    tokens: int = Field(0, description="over all ranks, warm-up included")
+    first_step: int | None = None
+    last_step: int | None = None
+    duration_seconds: float | None = None
+    warmup_steps: int = Field(0, description="steps left out of rates and MFU as warm-up")
+    measured_from_step: int | None = Field(None, description="first step index counted after the warm-up")
+    measured: Measured | None = None
+    step_seconds: Distribution = Field(default_factory=Distribution)
+    tokens_per_second: RateStats = Field(default_factory=RateStats)
+    mfu: RateStats = Field(default_factory=RateStats)
+    threshold: float
+    below_threshold_seconds: float | None = None
+    below_threshold_steps: int | None = None
+    below_threshold_share: float | None = None
+    low_mfu_episodes: list[EpisodeOut] = Field(default_factory=list)
+    low_mfu_episodes_total: int = 0
+    stalls: list[StallOut] = Field(default_factory=list)
+    stalls_total: int = 0
+    stall_lost_seconds: float = 0.0
+    rank_stats: list[RankOut] = Field(default_factory=list)
+    stragglers: list[int] = Field(default_factory=list)
+    incomplete_steps: int = 0
+    alerts: AlertsOut = Field(default_factory=AlertsOut)
+    end: dict[str, Any] | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class FileOut(BaseModel):
+    path: str
+    lines: int
+    records: int
+    skipped: dict[str, int]
+
+
+class Analysis(BaseModel):
+    runs: list[RunSummary]
+    skipped: dict[str, int]
+    skipped_total: int
+    files: list[FileOut]
+    options: dict[str, Any]
+
+
+@dataclass
+class AnalysisResult:
+    """The JSON-ready ``analysis`` and, for plots, each run's step table (same order as ``analysis.runs``)."""
+
+    analysis: Analysis
+    tables: list[StepTable] = field(default_factory=list)
+
+
+def analyze(paths: Sequence[str | os.PathLike[str]], options: AnalyzeOptions | None = None) -> AnalysisResult:
+    """Read and summarise run logs. Raises ``InputError`` when no file holds a run record."""
+    options = options or AnalyzeOptions()
+    if not paths:
+        raise InputError("LOG", "no run log given", "pass one or more JSONL run logs")
+    logs = read_logs(paths, per_file=options.per_file)
+    return summarize_logs(logs, options)
+
+
+def summarize_logs(logs: LogSet, options: AnalyzeOptions) -> AnalysisResult:
+    runs: list[RunSummary] = []
+    tables: list[StepTable] = []
+    repeated_total = 0
+    for log in logs.runs.values():
+        table = build_step_table(log, options.peak_flops_per_second)
+        repeated_total += table.repeated
+        runs.append(summarize_run(log, table, options))
+        tables.append(table)
+    skipped = logs.skipped
+    if repeated_total:
+        skipped["repeated_step"] += repeated_total
+    ordered = {kind: skipped[kind] for kind in SKIP_KINDS if skipped[kind]}
+    if not runs:
+        hint = f" ({sum(ordered.values())} line(s) skipped: {_describe(ordered)})" if ordered else ""
+        raise InputError(
+            "LOG",
+            f"no run records found{hint}",
+            "pass JSONL run logs written by MFUMonitor(log_path=...) or mfu import",
+        )
+    files = [
+        FileOut(
+            path=s.path, lines=s.lines, records=s.records, skipped={k: v for k, v in s.skipped.items() if v}
+        )
+        for s in logs.files
+    ]
+    analysis = Analysis(
+        runs=runs,
+        skipped=ordered,
+        skipped_total=sum(ordered.values()),
+        files=files,
+        options={
+            "threshold": options.threshold,
+            "warmup": options.warmup,
+            "stall_factor": options.stall_factor,
+            "straggler_tolerance": options.straggler_tolerance,
+            "peak_flops_per_second": options.peak_flops_per_second,
+        },
+    )
+    return AnalysisResult(analysis=analysis, tables=tables)
+
+
+def skipped_warning(analysis: Analysis) -> str | None:
+    """The one warning line about skipped lines, or None when nothing was skipped."""
+    if not analysis.skipped_total:
+        return None
+    return (
+        f"skipped {analysis.skipped_total} record(s): {_describe(analysis.skipped)} (see 'skipped' in --json)"
+    )
+
+
+def _describe(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items())
+
+
+def summarize_run(log: RunLog, table: StepTable, options: AnalyzeOptions) -> RunSummary:
+    summary = RunSummary(run=log.name, files=list(log.files), threshold=options.threshold)
+    _describe_run(summary, log, options)
+    if table.repeated:
+        summary.notes.append(
+            f"{table.repeated} repeated (rank, step) record(s) dropped; the first of each kept"
+        )
+    if len(table) == 0:
+        summary.notes.append("no step records")
+        _alerts(summary, log, options)
+        return summary
+
+    start = table.step - table.span + 1
+    first_step = int(start.min())
+    summary.steps = int(table.span.sum())
+    summary.tokens = round(float(table.tokens.sum()))
+    summary.first_step = first_step
+    summary.last_step = int(table.step.max())
+    summary.duration_seconds = float(table.time_end.max() - table.time_start.min())
+    summary.incomplete_steps = int((table.nranks < summary.ranks).sum())
+    if summary.incomplete_steps:
+        summary.notes.append(
+            f"{summary.incomplete_steps} step(s) miss some ranks' records; their MFU covers the ranks present"
+        )
+    if int(table.span.max()) > 1:
+        summary.notes.append(
+            "imported log: each record covers several steps, so distributions are over logged intervals"
+        )
+
+    summary.measured_from_step = first_step + options.warmup
+    measured = start >= summary.measured_from_step
+    summary.warmup_steps = int(table.span[~measured].sum())
+    if not measured.any():
+        summary.notes.append(
+            f"all {summary.steps} step(s) fall in the warm-up (--warmup {options.warmup}): "
+            "pass a smaller --warmup"
+        )
+        _alerts(summary, log, options)
+        return summary
+
+    rows = np.flatnonzero(measured)
+    _throughput(summary, log, table, rows, options)
+    _below_threshold(summary, table, rows, options)
+    _stalls(summary, table, rows, options)
+    _ranks(summary, table, options)
+    _alerts(summary, log, options)
+    return summary
+
+
+def _describe_run(summary: RunSummary, log: RunLog, options: AnalyzeOptions) -> None:
+    starts = [log.starts[r] for r in sorted(log.starts)]
+
+    def common(key: str) -> Any:
+        values = {s.get(key) for s in starts if s.get(key) is not None}
+        return values.pop() if len(values) == 1 else None
+
+    summary.model = common("model")
+    summary.device = common("device")
+    summary.dtype = common("dtype")
+    summary.flops_per_token = common("flops_per_token")
+    sizes = [s["world_size"] for s in starts if isinstance(s.get("world_size"), int)]
+    ranks_seen = set(np.unique(np.frombuffer(log.columns.rank, dtype=np.int64)).tolist()) | set(log.starts)
+    summary.ranks = len(ranks_seen)
+    summary.world_size = max(sizes) if sizes else (summary.ranks or None)
+    per_device = {s.get("peak_flops_per_second") for s in starts}
+    if len(per_device) == 1 and None not in per_device:
+        summary.peak_flops_per_second = per_device.pop()
+    elif not starts and options.peak_flops_per_second is not None:
+        summary.peak_flops_per_second = options.peak_flops_per_second
+    peaks = peaks_by_rank(log, options.peak_flops_per_second)
+    missing = sorted(r for r in ranks_seen if r not in peaks)
+    if missing:
+        shown = ", ".join(map(str, missing[:8])) + (" ..." if len(missing) > 8 else "")
+        summary.notes.append(
+            f"peak FLOP/s unknown for rank(s) {shown}: MFU not computed for their steps — pass --peak-tflops"
+        )
+    if log.ends:
+        summary.end = log.ends[min(log.ends)]
+
+
+def _throughput(
+    summary: RunSummary, log: RunLog, table: StepTable, rows: np.ndarray, options: AnalyzeOptions
+) -> None:
+    seconds = table.seconds[rows]
+    tokens = float(table.tokens[rows].sum())
+    flops = float(table.flops[rows].sum())
+    step_seconds = float(seconds.sum())
+    first = int(rows[0])
+    wall_start = float(table.time_end[first - 1]) if first > 0 else float(table.time_start[first])
+    wall = float(table.time_end[rows].max()) - wall_start
+    summary.measured = Measured(
+        steps=int(table.span[rows].sum()),
+        tokens=round(tokens),
+        step_seconds=step_seconds,
+        wall_seconds=wall,
+    )
+    summary.step_seconds = Distribution(**distribution(seconds / table.span[rows]))
+    rate = RateStats(**distribution(table.tokens_per_second[rows]))
+    rate.overall = tokens / step_seconds if step_seconds > 0 else None
+    rate.wall = tokens / wall if wall > 0 else None
+    summary.tokens_per_second = rate
+
+    mfu = RateStats(**distribution(table.mfu[rows]))
+    capacity = table.seconds[rows] * table.peak[rows]
+    if np.all(np.isfinite(capacity)) and capacity.sum() > 0:
+        mfu.overall = flops / float(capacity.sum())
+        peaks = peaks_by_rank(log, options.peak_flops_per_second)
+        total_peak = sum(peaks.values())
+        if wall > 0 and total_peak > 0:
+            mfu.wall = flops / (wall * total_peak)
+    summary.mfu = mfu
+
+
+def _below_threshold(
+    summary: RunSummary, table: StepTable, rows: np.ndarray, options: AnalyzeOptions
+) -> None:
+    mfu = table.mfu[rows]
+    if not np.isfinite(mfu).any():
+        return
+    seconds = table.seconds[rows]
+    below = np.isfinite(mfu) & (mfu < options.threshold)
+    summary.below_threshold_seconds = float(seconds[below].sum())
+    summary.below_threshold_steps = int(table.span[rows][below].sum())
+    total = float(seconds.sum())
+    summary.below_threshold_share = summary.below_threshold_seconds / total if total > 0 else None
+
+    # episodes over consecutive measured rows
+    episodes = low_mfu_episodes(mfu, options.threshold, seconds, table.flops[rows], table.peak[rows])
+    summary.low_mfu_episodes_total = len(episodes)
+    kept = sorted(episodes, key=lambda e: e.seconds, reverse=True)[: options.max_listed]
+    kept.sort(key=lambda e: e.first)
+    out = []
+    for e in kept:
+        first, last = int(rows[e.first]), int(rows[e.last])
+        out.append(
+            EpisodeOut(
+                start_step=int(table.step[first] - table.span[first] + 1),
+                end_step=int(table.step[last]),
+                steps=int(table.span[first : last + 1].sum()),
+                seconds=e.seconds,
+                mean_mfu=e.mean_mfu if math.isfinite(e.mean_mfu) else None,
+                start_time=float(table.time_start[first]),
+                end_time=float(table.time_end[last]),
+            )
+        )
+    summary.low_mfu_episodes = out
+
+
+def _stalls(summary: RunSummary, table: StepTable, rows: np.ndarray, options: AnalyzeOptions) -> None:
+    # intervals are measured over all rows (the first measured row's interval starts at the last warm-up
+    # step's end)
+    found = [
+        s for s in stalls(table.time_end, table.seconds, table.span, options.stall_factor) if s.row >= rows[0]
+    ]
+    summary.stalls_total = len(found)
+    summary.stall_lost_seconds = float(sum(s.interval - s.expected for s in found))
+    kept = sorted(found, key=lambda s: s.interval - s.expected, reverse=True)[: options.max_listed]
+    kept.sort(key=lambda s: s.row)
+    summary.stalls = [
+        StallOut(
+            step=int(table.step[s.row]),
+            previous_step=int(table.step[s.row - 1]) if s.row > 0 else None,
+            seconds=s.interval,
+            expected_seconds=s.expected,
+            lost_seconds=s.interval - s.expected,
+            time=float(table.time_end[s.row]),
+        )
+        for s in kept
+    ]
+
+
+def _ranks(summary: RunSummary, table: StepTable, options: AnalyzeOptions) -> None:
+    stats = rank_stats(table.rec_rank, table.rec_seconds, table.slowest_rank, table.nranks)
+    out = []
+    for s in stats:
+        straggler = (
+            len(stats) > 1 and math.isfinite(s.relative) and s.relative > 1 + options.straggler_tolerance
+        )
+        out.append(
+            RankOut(
+                rank=s.rank,
+                steps=s.steps,
+                median_step_seconds=s.median_seconds,
+                mean_step_seconds=s.mean_seconds,
+                slowest_share=s.slowest_share if math.isfinite(s.slowest_share) else None,
+                relative_step_time=s.relative if math.isfinite(s.relative) else None,
+                straggler=straggler,
+            )
+        )
+    summary.rank_stats = out
+    summary.stragglers = [r.rank for r in out if r.straggler]
+
+
+def _alerts(summary: RunSummary, log: RunLog, options: AnalyzeOptions) -> None:
+    firing = sum(1 for a in log.alerts if a.get("state") == "firing")
+    summary.alerts = AlertsOut(
+        count=log.alert_count,
+        firing=firing,
+        resolved=sum(1 for a in log.alerts if a.get("state") == "resolved"),
+        items=[
+            {k: a.get(k) for k in ("time", "rank", "kind", "state", "mfu", "threshold", "since", "message")}
+            for a in log.alerts[: options.max_listed]
+        ],
+    )
