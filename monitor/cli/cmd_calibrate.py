@@ -40,10 +40,12 @@ def run(args: argparse.Namespace) -> int:
         print_json(result)
         return 0
     out = console()
+    giga = 1e9
     out.print(
         f"{result.device_name} ({result.device}, {result.threads} threads): {result.dtype} matmul "
-        f"{result.flops_per_second / 1e9:,.1f} GFLOP/s best batch, "
-        f"{result.median_flops_per_second / 1e9:,.1f} median, {result.min_flops_per_second / 1e9:,.1f} slowest; n={result.matrix_size}, "
+        f"{result.flops_per_second / giga:,.1f} GFLOP/s best batch, "
+        f"{result.median_flops_per_second / giga:,.1f} median, "
+        f"{result.min_flops_per_second / giga:,.1f} slowest; n={result.matrix_size}, "
         f"{result.repeats} matmuls in {result.seconds:.2f} s"
     )
     if not args.no_cache:
