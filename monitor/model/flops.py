@@ -87,21 +87,29 @@ def attended_keys(seq_len: int, window: int | None, causal: bool) -> float:
 class _Graph:
     """A token's path through the model, walked the way autograd walks it, summing matmul FLOPs."""
 
-    def __init__(self, trainable: Callable[[str], bool]) -> None:
+    def __init__(self, trainable: Callable[[str], bool], names: set[str]) -> None:
         self.trainable = trainable
+        self.names = names  # canonical names that exist (biases only where the model has them)
         self.rg: dict[str, bool] = {}  # tensor -> depends on something trainable (needs a gradient)
         self.forward: dict[str, float] = dict.fromkeys(COMPONENTS, 0.0)
         self.backward = 0.0
 
-    def leaf(self, out: str, weight: str | None) -> None:
-        self.rg[out] = weight is not None and self.trainable(weight)
+    def leaf(self, out: str, weight: str) -> None:
+        self.rg[out] = self._trains(weight)
+
+    def _trains(self, weight: str | None) -> bool:
+        """Whether a weight group or its bias trains (either makes its output need a gradient)."""
+        if weight is None:
+            return False
+        bias = weight + ".bias"
+        return self.trainable(weight) or (bias in self.names and self.trainable(bias))
 
     def matmul(self, out: str, x: str, weight: str, flops: float, component: str) -> None:
         """y = x·W (+ b): ``flops`` forward; backward ``flops`` for dx if needed, same for dW if trainable."""
         x_rg, w_rg = self.rg[x], self.trainable(weight)
         self.forward[component] += flops
         self.backward += flops * (int(x_rg) + int(w_rg))
-        self.rg[out] = x_rg or w_rg
+        self.rg[out] = x_rg or self._trains(weight)
 
     def product(self, out: str, a: str, b: str, flops: float, component: str) -> None:
         """y = a·b of two activations (attention): one backward matmul per operand that needs a gradient."""
@@ -111,8 +119,7 @@ class _Graph:
 
     def elementwise(self, out: str, inputs: Iterable[str], weight: str | None = None) -> None:
         """Uncounted op (norm, activation, add, scaling): only propagates whether a gradient is needed."""
-        rg = any(self.rg[i] for i in inputs) or (weight is not None and self.trainable(weight))
-        self.rg[out] = rg
+        self.rg[out] = any(self.rg[i] for i in inputs) or self._trains(weight)
 
 
 def _attention(g: _Graph, spec: ModelSpec, p: str, x: str, keys: float) -> str:
@@ -205,9 +212,11 @@ def _frozen_predicate(
     names = list(param_sizes(spec))
     frozen_names: set[str] = set()
     for pattern in patterns:
-        hits = {
-            n for n in names if fnmatch.fnmatchcase(n, pattern) or n.startswith(pattern.rstrip(".") + ".")
-        }
+        if pattern in names:  # an exact group name: that weight only (its bias is ``<name>.bias``)
+            hits = {pattern}
+        else:  # a glob (``layers.*.q``) or a prefix (``layers.3`` = the whole layer)
+            prefix = pattern.rstrip(".") + "."
+            hits = {n for n in names if fnmatch.fnmatchcase(n, pattern) or n.startswith(prefix)}
         if not hits:
             raise InputError(
                 "frozen",
@@ -245,7 +254,7 @@ def flops_per_token(
     windowed = causal if sliding_window is None else sliding_window
     patterns, trainable = _frozen_predicate(spec, frozen)
 
-    g = _Graph(trainable)
+    g = _Graph(trainable, set(param_sizes(spec)))
     h, v = spec.hidden_size, spec.vocab_size
     g.leaf("x", "embedding")
     if spec.position_embeddings:
@@ -349,8 +358,13 @@ def frozen_from_param_names(spec: ModelSpec, names: Iterable[str]) -> list[str]:
 
 def _canonical(spec: ModelSpec, name: str) -> list[str]:
     parts = name.split(".")
+    suffix = ".bias" if parts and parts[-1] == "bias" else ""
     if parts and parts[-1] in ("weight", "bias"):
         parts = parts[:-1]
+    return [c + suffix for c in _canonical_groups(spec, parts)]
+
+
+def _canonical_groups(spec: ModelSpec, parts: list[str]) -> list[str]:
     if any(t in ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B") for t in parts):
         return []
     leaf = parts[-1] if parts else ""

@@ -39,29 +39,35 @@ class ParamCount(BaseModel):
     active_non_embedding: int
 
 
-def _norm(spec: ModelSpec, width: int) -> int:
-    # LayerNorm has a weight and a bias; RMSNorm only a weight.
-    return width * (2 if spec.norm == "layernorm" else 1)
-
-
-def _linear(n_in: int, n_out: int, bias: bool) -> int:
-    return n_in * n_out + (n_out if bias else 0)
-
-
 def layer_param_sizes(spec: ModelSpec, layer: int) -> dict[str, int]:
-    """Elements per canonical weight group of one layer (names without the ``layers.<i>.`` prefix)."""
+    """Elements per canonical weight group of one layer (names without the ``layers.<i>.`` prefix).
+
+    Biases are separate entries named ``<group>.bias`` (a frozen bias and a trainable weight, or the reverse, cost
+    different backward FLOPs).
+    """
     h = spec.hidden_size
     sizes: dict[str, int] = {}
+
+    def linear(name: str, n_in: int, n_out: int, bias: bool) -> None:
+        sizes[name] = n_in * n_out
+        if bias:
+            sizes[name + ".bias"] = n_out
+
+    def norm(name: str, width: int) -> None:
+        sizes[name] = width
+        if spec.norm == "layernorm":  # LayerNorm has a weight and a bias; RMSNorm only a weight
+            sizes[name + ".bias"] = width
+
     if spec.norm_placement in ("pre", "sandwich"):
-        sizes["attn_norm"] = _norm(spec, h)
+        norm("attn_norm", h)
     if spec.norm_placement in ("post", "sandwich"):
-        sizes["attn_out_norm"] = _norm(spec, h)
+        norm("attn_out_norm", h)
 
     nh, nkv, d, dv = spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.v_head_dim
     if spec.mla is None:
-        sizes["q"] = _linear(h, nh * d, spec.qkv_bias)
-        sizes["k"] = _linear(h, nkv * d, spec.qkv_bias)
-        sizes["v"] = _linear(h, nkv * dv, spec.qkv_bias)
+        linear("q", h, nh * d, spec.qkv_bias)
+        linear("k", h, nkv * d, spec.qkv_bias)
+        linear("v", h, nkv * dv, spec.qkv_bias)
         if spec.qk_norm == "head":
             sizes["q_norm"] = d
             sizes["k_norm"] = d
@@ -71,25 +77,25 @@ def layer_param_sizes(spec: ModelSpec, layer: int) -> dict[str, int]:
     else:
         mla = spec.mla
         if mla.q_lora_rank is None:
-            sizes["q"] = _linear(h, nh * d, False)
+            linear("q", h, nh * d, False)
         else:
-            sizes["q_a"] = _linear(h, mla.q_lora_rank, spec.qkv_bias)
+            linear("q_a", h, mla.q_lora_rank, spec.qkv_bias)
             sizes["q_a_norm"] = mla.q_lora_rank
-            sizes["q"] = _linear(mla.q_lora_rank, nh * d, False)
-        sizes["kv_a"] = _linear(h, mla.kv_lora_rank + mla.qk_rope_head_dim, spec.qkv_bias)
+            linear("q", mla.q_lora_rank, nh * d, False)
+        linear("kv_a", h, mla.kv_lora_rank + mla.qk_rope_head_dim, spec.qkv_bias)
         sizes["kv_a_norm"] = mla.kv_lora_rank
-        sizes["kv_b"] = _linear(mla.kv_lora_rank, nh * (mla.qk_nope_head_dim + dv), False)
-    sizes["o"] = _linear(nh * dv, h, spec.o_bias)
+        linear("kv_b", mla.kv_lora_rank, nh * (mla.qk_nope_head_dim + dv), False)
+    linear("o", nh * dv, h, spec.o_bias)
 
     if spec.norm_placement in ("pre", "sandwich"):
-        sizes["mlp_norm"] = _norm(spec, h)
+        norm("mlp_norm", h)
     if spec.norm_placement in ("post", "sandwich"):
-        sizes["mlp_out_norm"] = _norm(spec, h)
+        norm("mlp_out_norm", h)
 
     if spec.moe is not None and spec.is_moe_layer(layer):
         moe = spec.moe
         e, ie = moe.num_experts, moe.expert_intermediate_size
-        sizes["router"] = _linear(h, e, moe.router_bias)
+        linear("router", h, e, moe.router_bias)
         if spec.mlp_gated:
             sizes["experts.gate"] = e * h * ie
         sizes["experts.up"] = e * h * ie
@@ -97,17 +103,17 @@ def layer_param_sizes(spec: ModelSpec, layer: int) -> dict[str, int]:
         if moe.shared_intermediate_size:
             si = moe.shared_intermediate_size
             if spec.mlp_gated:
-                sizes["shared.gate"] = _linear(h, si, spec.mlp_bias)
-            sizes["shared.up"] = _linear(h, si, spec.mlp_bias)
-            sizes["shared.down"] = _linear(si, h, spec.mlp_bias)
+                linear("shared.gate", h, si, spec.mlp_bias)
+            linear("shared.up", h, si, spec.mlp_bias)
+            linear("shared.down", si, h, spec.mlp_bias)
             if moe.shared_expert_gate:
                 sizes["shared_gate"] = h
     else:
         i = spec.intermediate_size
         if spec.mlp_gated:
-            sizes["gate"] = _linear(h, i, spec.mlp_bias)
-        sizes["up"] = _linear(h, i, spec.mlp_bias)
-        sizes["down"] = _linear(i, h, spec.mlp_bias)
+            linear("gate", h, i, spec.mlp_bias)
+        linear("up", h, i, spec.mlp_bias)
+        linear("down", i, h, spec.mlp_bias)
     return sizes
 
 
@@ -121,7 +127,9 @@ def param_sizes(spec: ModelSpec) -> dict[str, int]:
         for part, n in layer_param_sizes(spec, layer).items():
             sizes[f"layers.{layer}.{part}"] = n
     if spec.final_norm:
-        sizes["final_norm"] = _norm(spec, h)
+        sizes["final_norm"] = h
+        if spec.norm == "layernorm":
+            sizes["final_norm.bias"] = h
     if not spec.tie_word_embeddings:
         sizes["lm_head"] = spec.vocab_size * h
     return sizes
