@@ -1,4 +1,5 @@
-"""`mfu analyze` over realistic logs: expectations come from the log writer's spec, not from our own output."""
+"""`mfu analyze` over realistic logs: expectations come from the log writer's spec, not from our own
+output."""
 
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def test_mfu_after_warmup_uses_slowest_rank_time(tmp_path: Path) -> None:
 
 
 def test_mfu_is_ratio_of_sums_not_mean_of_ratios(tmp_path: Path) -> None:
-    # rank 1 sits on a device with twice the peak: per-rank MFUs differ, the run's MFU is the ratio of the sums
+    # rank 1 sits on a device with twice the peak: per-rank MFUs differ, the run's MFU is the ratio of the
+    # sums
     spec = RunSpec(straggler=None, peaks={1: 2e12}, slow=(1000, 1000), stall_before=None, alerts=0)
     run = analyze([write_run(tmp_path / "run.jsonl", spec)], AnalyzeOptions(warmup=1)).analysis.runs[0]
     flops = spec.world * spec.tokens_per_rank * spec.flops_per_token
@@ -241,7 +243,8 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
 
 
 def test_golden_sample_log() -> None:
-    """tests/data/analysis/two_ranks.jsonl: 2 ranks x 30 steps written by hand-checked numbers (see README)."""
+    """tests/data/analysis/two_ranks.jsonl: 2 ranks x 30 steps written by hand-checked numbers (see
+    README)."""
     run = analyze([DATA / "two_ranks.jsonl"], AnalyzeOptions(warmup=2)).analysis.runs[0]
     facts = json.loads((DATA / "two_ranks.expected.json").read_text())
     assert run.steps == facts["steps"]
@@ -253,7 +256,8 @@ def test_golden_sample_log() -> None:
 
 
 def test_reader_keeps_compact_columns(tmp_path: Path) -> None:
-    """Streaming: each extra step record costs a few dozen bytes (compact arrays), far below a kept dict (~1 KB)."""
+    """Streaming: each extra step record costs a few dozen bytes (compact arrays), far below a kept dict (~1
+    KB)."""
 
     def peak_bytes(steps: int) -> tuple[int, int]:
         log = write_run(tmp_path / f"log{steps}.jsonl", RunSpec(steps=steps, alerts=0))
