@@ -192,3 +192,15 @@ def test_listing_failure_gives_no_devices() -> None:
     assert backend.device_count() == 0
     with pytest.raises(IndexError):
         backend.device_info(0)
+
+
+def test_gpu_check_without_a_gpu_says_so_and_exits_0() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if open_backend().available:
+        pytest.skip("this machine has a working NVML")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "no NVIDIA GPU here" in done.stdout
