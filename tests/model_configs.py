@@ -118,12 +118,24 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
     },
 }
 
-DENSE_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo2", "gpt2", "gpt_neox")
+DENSE_TYPES = (
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "phi3",
+    "olmo2",
+    "gpt2",
+    "gpt_neox",
+)
 MOE_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3")
 
 
 def hf_config(raw: dict[str, Any]) -> Any:
-    """A transformers config object with eager attention and eager experts (what FlopCounterMode can count)."""
+    """A transformers config with eager attention and eager experts (what FlopCounterMode can count)."""
     from transformers import AutoConfig
 
     cfg = dict(raw)
@@ -165,7 +177,7 @@ def count_flops(
 
 
 def freeze(model: torch.nn.Module, names: Iterable[str]) -> list[str]:
-    """Set ``requires_grad=False`` on parameters whose name starts with any of ``names``; returns the frozen names."""
+    """Set ``requires_grad=False`` on parameters whose name starts with one of ``names``; return them."""
     prefixes = tuple(names)
     frozen = []
     for name, p in model.named_parameters():

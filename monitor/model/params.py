@@ -42,8 +42,8 @@ class ParamCount(BaseModel):
 def layer_param_sizes(spec: ModelSpec, layer: int) -> dict[str, int]:
     """Elements per canonical weight group of one layer (names without the ``layers.<i>.`` prefix).
 
-    Biases are separate entries named ``<group>.bias`` (a frozen bias and a trainable weight, or the reverse, cost
-    different backward FLOPs).
+    Biases are separate entries named ``<group>.bias``: a frozen bias with a trainable weight, or the
+    reverse, costs different backward FLOPs.
     """
     h = spec.hidden_size
     sizes: dict[str, int] = {}
