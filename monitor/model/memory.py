@@ -259,19 +259,12 @@ def params_per_device(spec: ModelSpec, tp: int = 1, pp: int = 1) -> float:
 
 
 def param_tensor_count(spec: ModelSpec) -> int:
-    """Parameter tensors of the Hugging Face model: one per weight group, plus one per bias."""
-    per_layer_bias = 0
-    if spec.qkv_bias:
-        per_layer_bias += 3
-    if spec.o_bias:
-        per_layer_bias += 1
-    if spec.mlp_bias:
-        per_layer_bias += 3 if spec.mlp_gated else 2
-    biases = per_layer_bias * spec.num_layers
-    norms_with_bias = 0
-    if spec.norm == "layernorm":
-        norms_with_bias = sum(1 for name in param_sizes(spec) if name.endswith("norm"))
-    return len(param_sizes(spec)) + biases + norms_with_bias
+    """Parameter tensors of the Hugging Face model: one per weight group or bias (``param_sizes`` entries).
+
+    Fused expert tensors (transformers 5 keeps each MoE layer's experts in a few 3-D tensors) make this an
+    overcount for MoE models; it only sizes Adam's 4-byte step counters.
+    """
+    return len(param_sizes(spec))
 
 
 def training_memory(
