@@ -118,6 +118,7 @@ class Dashboard:
     description: str
     rows: tuple[Row, ...]
     extra_variables: tuple[str, ...] = field(default=())  # names of extra variables (see _variables)
+    alert_annotations: bool = False  # mark the shipped alerts' firing periods on every panel
 
 
 MFU_THRESHOLDS: tuple[tuple[float | None, str], ...] = ((None, "red"), (MFU_ALERT_THRESHOLD, "green"))
@@ -129,6 +130,7 @@ OVERVIEW = Dashboard(
     title="MFU / Run overview",
     description="Live model FLOPs utilization, throughput and step time of a training run (mfu-monitor).",
     extra_variables=("target_tokens",),
+    alert_annotations=True,
     rows=(
         Row(
             "Now",
@@ -582,6 +584,30 @@ def _variables(extra: Sequence[str]) -> list[Any]:
     return variables
 
 
+def _annotations(spec: Dashboard) -> list[Any]:
+    """Grafana's built-in annotations, and on the overview the shipped alerts' firing periods."""
+    out: list[Any] = [
+        dashboard_builder.AnnotationQuery()
+        .name("Annotations & Alerts")
+        .datasource(dashboard_model.DataSourceRef(type_val="grafana", uid="-- Grafana --"))
+        .built_in(1)
+        .enable(True)
+        .hide(True)
+        .icon_color("rgba(0, 211, 255, 1)")
+        .type("dashboard")
+    ]
+    if spec.alert_annotations:
+        out.append(
+            dashboard_builder.AnnotationQuery()
+            .name("Training alerts firing")
+            .datasource(DATASOURCE)
+            .enable(True)
+            .icon_color("red")
+            .expr(f'ALERTS{{alertname=~"Training.*", alertstate="firing", {RUN}}}')
+        )
+    return out
+
+
 def _thresholds(steps: Sequence[tuple[float | None, str]]) -> dashboard_builder.ThresholdsConfig:
     return (
         dashboard_builder.ThresholdsConfig()
@@ -655,6 +681,7 @@ def build(spec: Dashboard) -> dict[str, Any]:
         .timezone("browser")
         .tooltip(dashboard_model.DashboardCursorSync.CROSSHAIR)
         .variables(_variables(spec.extra_variables))
+        .annotations(_annotations(spec))
         .link(
             dashboard_builder.DashboardLink("MFU dashboards")
             .type(dashboard_model.DashboardLinkType.DASHBOARDS)

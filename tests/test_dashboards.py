@@ -110,6 +110,11 @@ def test_dashboard_variables_datasource_and_ids(name: str) -> None:
         assert variables[var]["type"] == "query"
         assert variables[var]["datasource"]["uid"] == "${datasource}"
         assert variables[var]["allValue"] == ".*"  # "All" must be a regex: the queries match with =~
+    annotations = board["annotations"]["list"]
+    assert any(a.get("builtIn") == 1 for a in annotations), "Grafana's built-in annotation query"
+    for annotation in annotations:
+        if "expr" in annotation:
+            assert 'job=~"$job"' in annotation["expr"] and 'run=~"$run"' in annotation["expr"]
     ids = [panel["id"] for panel in panels(board)]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     for panel in panels(board):
@@ -195,9 +200,11 @@ def test_every_query_parses_as_promql(tmp_path: Path) -> None:
         pytest.skip("promtool not installed (apt-get install prometheus; .ci/run does)")
     rules = []
     for name, board in committed().items():
-        for index, (_, target) in enumerate(targets(board)):
+        exprs = [target["expr"] for _, target in targets(board)]
+        exprs += [a["expr"] for a in board["annotations"]["list"] if "expr" in a]
+        for index, expr in enumerate(exprs):
             record = f"dashboard:{re.sub(r'[^a-z]', '_', name[:-5])}:q{index}"
-            rules.append({"record": record, "expr": substitute(target["expr"])})
+            rules.append({"record": record, "expr": substitute(expr)})
     path = tmp_path / "dashboard-queries.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}), encoding="utf-8")
     command = [promtool, "check", "rules", str(path)]
