@@ -147,3 +147,25 @@ def test_cli_calibrate_json(capsys: pytest.CaptureFixture[str], cache_in_tmp: Pa
     assert code == 0 and data["flops_per_second"] > 0 and data["source"] == "calibrated"
     assert data["matrix_size"] == 64 and data["dtype"] == "fp32"
     assert load_cached_calibration("fp32", "cpu") is not None
+
+
+def test_cli_hardware_lists_detected_devices(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fakes import FakeGpuBackend, fake_device
+
+    import monitor.cli.cmd_hardware as cmd
+
+    backend = FakeGpuBackend(
+        [
+            fake_device("NVIDIA H100 80GB HBM3", pci_device_id=0x2330),
+            fake_device("NVIDIA Mystery", compute_capability=(8, 9)),
+        ]
+    )
+    monkeypatch.setattr(cmd, "open_backend", lambda: backend)
+    code, out, _ = run_cli(capsys, "hardware", "--json")
+    devices = json.loads(out)["devices"]
+    assert code == 0 and [d["source"] for d in devices] == ["catalog", "unknown"]
+    assert devices[0]["peak_flops_per_second"] == pytest.approx(989.4e12) and devices[1]["warning"]
+    code, out, _ = run_cli(capsys, "hardware")
+    assert "GPU 0: NVIDIA H100 80GB HBM3" in out and "warning:" in out
