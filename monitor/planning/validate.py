@@ -243,29 +243,46 @@ def kaplan_checks() -> list[Check]:
 
 # --- Preset parameter counts --------------------------------------------------------------------------------
 
-# preset -> (which count, printed figure, multiplier, gated, source/note)
-PUBLISHED_SIZES: tuple[tuple[str, str, str, float, bool, str], ...] = (
-    ("llama-2-7b", "total", "6738415616", 1.0, True, "exact count of the checkpoint (literature.md)"),
-    ("gpt2", "total", "124", 1e6, True, "openai-community/gpt2 model card: 124M"),
-    ("qwen2.5-7b", "total", "7.61", 1e9, True, "Qwen2.5-7B model card: 7.61B"),
-    ("qwen2.5-7b", "non_embedding", "6.53", 1e9, True, "Qwen2.5-7B model card: 6.53B non-embedding"),
-    ("mixtral-8x7b", "total", "46.7", 1e9, True, "Mixtral of Experts (Jiang et al. 2024): 46.7B total"),
-    ("mixtral-8x7b", "active", "12.9", 1e9, True, "Jiang et al. 2024: 12.9B active per token"),
-    ("qwen3-30b-a3b", "total", "30.5", 1e9, True, "Qwen3-30B-A3B model card: 30.5B total"),
-    ("qwen3-30b-a3b", "active", "3.3", 1e9, True, "Qwen3-30B-A3B model card: 3.3B activated"),
-    ("deepseek-v3", "total", "671", 1e9, True, "DeepSeek-V3 report: 671B total (without the MTP module)"),
-    ("deepseek-v3", "active", "37", 1e9, False, "DeepSeek-V3 report: 37B activated per token"),
-    ("llama-3-8b", "total", "8", 1e9, False, "the 8B of the model's name"),
-    ("gemma-2-9b", "total", "9", 1e9, False, "the 9B of the model's name"),
-    ("gpt2-xl", "total", "1.5", 1e9, False, "the 1.5B of the model's name (GPT-2 paper table 2: 1542M)"),
+# preset -> (which count, printed figure, multiplier, source)
+PUBLISHED_SIZES: tuple[tuple[str, str, str, float, str], ...] = (
+    ("llama-2-7b", "total", "6738415616", 1.0, "exact count of the checkpoint (literature.md)"),
+    ("gpt2", "total", "124", 1e6, "openai-community/gpt2 model card: 124M"),
+    ("gpt2-xl", "total", "1.5", 1e9, "the 1.5B of its name (GPT-2 paper table 2 says 1542M)"),
+    ("llama-3-8b", "total", "8", 1e9, "the 8B of its name"),
+    ("gemma-2-9b", "total", "9", 1e9, "the 9B of its name"),
+    ("qwen2.5-7b", "total", "7.61", 1e9, "Qwen2.5-7B model card: 7.61B"),
+    ("qwen2.5-7b", "non_embedding", "6.53", 1e9, "Qwen2.5-7B model card: 6.53B non-embedding"),
+    ("mixtral-8x7b", "total", "46.7", 1e9, "Mixtral of Experts (Jiang et al. 2024): 46.7B total"),
+    ("mixtral-8x7b", "active", "12.9", 1e9, "Jiang et al. 2024: 12.9B active per token"),
+    ("qwen3-30b-a3b", "total", "30.5", 1e9, "Qwen3-30B-A3B model card: 30.5B total"),
+    ("qwen3-30b-a3b", "active", "3.3", 1e9, "Qwen3-30B-A3B model card: 3.3B activated"),
+    ("deepseek-v3", "total", "671", 1e9, "DeepSeek-V3 report: 671B total (without the MTP module)"),
+    ("deepseek-v3", "active", "37", 1e9, "DeepSeek-V3 report: 37B activated per token"),
 )
 
 
+def _printed_as(ours: float, text: str, scale: float) -> str | None:
+    """How ``text`` relates to ``ours``: 'rounded' or 'truncated' to its printed digits, else None."""
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    value = ours / scale
+    if math.isclose(round(value, decimals), float(text), abs_tol=1e-9):
+        return "rounded"
+    truncated = math.floor(value * 10**decimals + 1e-9) / 10**decimals
+    if math.isclose(truncated, float(text), abs_tol=1e-9):
+        return "truncated"
+    return None
+
+
 def preset_param_checks() -> list[Check]:
-    """Our exact counts of the presets against published sizes; tolerance: half a unit of the figure."""
+    """Our exact counts of the presets against published sizes.
+
+    Passes when the printed figure is our count rounded or truncated to its digits (Mistral rounds: 12.88B →
+    12.9B; Qwen and DeepSeek truncate: 7.6156B → 7.61B, 37.55B → 37B), i.e. ours lies within
+    [published − half a unit, published + one unit).
+    """
     try:
         from monitor.model.params import count_params
-        from monitor.model.presets import load_preset  # type: ignore[attr-defined,unused-ignore]
+        from monitor.model.presets import load_preset
     except ImportError as exc:  # the presets ship with the package; say so rather than skip silently
         return [
             Check(
@@ -274,32 +291,29 @@ def preset_param_checks() -> list[Check]:
             )
         ]  # fmt: skip
     out = []
-    for preset, which, text, scale, gated, source in PUBLISHED_SIZES:
+    for preset, which, text, scale, source in PUBLISHED_SIZES:
         name = f"{preset} parameters ({which.replace('_', '-')})"
+        published = float(text) * scale
         try:
             counts: Any = count_params(load_preset(preset))
         except Exception as exc:  # report which preset failed, as a failed check
             out.append(
                 Check(
-                    name=name, ok=False, gated=True, ours=None, published=float(text) * scale, tolerance=None,
+                    name=name, ok=False, gated=True, ours=None, published=published, tolerance=None,
                     difference=None, source=source, note=f"preset failed to load: {exc}",
                 )
             )  # fmt: skip
             continue
         ours = float(getattr(counts, which))
-        published = float(text) * scale
-        tolerance = _half_unit(text) * scale
-        if gated:
-            out.append(
-                _check(name, ours, published, tolerance, source, "tolerance: half a unit of the figure")
+        how = _printed_as(ours, text, scale)
+        unit = 2 * _half_unit(text) * scale
+        out.append(
+            Check(
+                name=name, ok=how is not None, gated=True, ours=ours, published=published, tolerance=unit,
+                difference=ours - published, source=source,
+                note=f"published figure = ours {how}" if how else "neither ours rounded nor truncated",
             )
-        else:
-            out.append(
-                _report(
-                    name, ours, published, source,
-                    f"a nominal size; ours is {ours / published - 1:+.1%} from it",
-                )
-            )  # fmt: skip
+        )  # fmt: skip
     return out
 
 
