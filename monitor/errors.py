@@ -24,7 +24,7 @@ class InputError(ValueError):
 
 def describe_validation_error(error: object) -> str:
     """One line for a pydantic ``ValidationError``: the first failing field, its problem, and the count of others."""
-    errors = error.errors() if hasattr(error, "errors") else []  # type: ignore[union-attr]
+    errors = error.errors() if hasattr(error, "errors") else []
     if not errors:
         return str(error)
     first = errors[0]
