@@ -1,8 +1,6 @@
 """Prometheus ``file_sd`` targets: each rank writes its own small JSON file, so a scraper whose
-``file_sd_configs``
-globs the directory (``files: [DIR/*.json]``) finds every rank without configuration. Written atomically
-(temp file
-and rename: Prometheus never reads half a file) and removed when the monitor closes.
+``file_sd_configs`` globs the directory (``files: [DIR/*.json]``) finds every rank without configuration.
+Written atomically (temp file and rename: Prometheus never reads half a file), removed at close.
 """
 
 from __future__ import annotations
@@ -33,9 +31,8 @@ def write_target(
     """Write this rank's target group; returns the file's path."""
     path = target_file(directory, run, rank)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Only ``job`` as a target label: the metrics carry ``run`` and ``rank`` themselves, and a target label
-    # of the
-    # same name would rename theirs to ``exported_run``/``exported_rank``.
+    # Only ``job`` as a target label: the metrics carry ``run`` and ``rank`` themselves, and a target
+    # label of the same name would rename theirs to ``exported_run``/``exported_rank``.
     groups = [{"targets": [f"{host}:{port}"], "labels": {"job": job}}]
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(groups, indent=2) + "\n", encoding="utf-8")

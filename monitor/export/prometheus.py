@@ -1,15 +1,13 @@
-"""Prometheus export (../shared/CONTRACTS.md, "Prometheus metrics"): a custom collector evaluated at scrape
-time.
+"""Prometheus export (../shared/CONTRACTS.md, "Prometheus metrics"): a custom collector run at scrape time.
 
 The collector reads a ``Snapshot`` (and NVML telemetry through ``GpuBackend``) when Prometheus scrapes;
-nothing is
-computed or read per training step. Gauges whose value is unknown are left out rather than exported as a
-guess:
-``training_mfu_ratio`` and ``training_peak_flops_per_second`` are absent while the peak is unknown.
+nothing is computed or read per training step. Gauges whose value is unknown are left out rather than
+exported as a guess: ``training_mfu_ratio`` and ``training_peak_flops_per_second`` are absent while the peak
+is unknown.
 
 An MFU above 1 is physically impossible: it is still exported (so a dashboard shows the wrong figure and can
-be
-fixed) but ``training_mfu_suspect`` is 1 and the monitor warns once that the peak or the FLOPs model is wrong.
+be fixed) but ``training_mfu_suspect`` is 1 and the monitor warns once that the peak or the FLOPs model is
+wrong.
 """
 
 from __future__ import annotations
@@ -70,10 +68,17 @@ class MonitorCollector(Collector):
             return out
         for index in self._gpu_indices:
             try:
-                out.append((index, self._gpu.telemetry(index)))
+                reading = self._gpu.telemetry(index)
             except Exception as exc:
+                reading = None
                 if self._on_error is not None:
                     self._on_error(f"NVML telemetry for GPU {index} failed", exc)
+            if reading is None:
+                continue
+            if reading == Telemetry() and self._on_error is not None:
+                # The NVML adapter turns a failed read into empty fields: still a failure to count and report.
+                self._on_error(f"NVML telemetry for GPU {index}", RuntimeError("NVML returned no readings"))
+            out.append((index, reading))
         return out
 
 

@@ -1,9 +1,8 @@
 """The JSONL run log (../shared/CONTRACTS.md, "Run log"): append-only, one record a line, flushed at
 intervals.
 
-Records are the pydantic models of ``monitor.schema``. The writer never raises into training: a path it
-cannot open
-or write turns logging off, and ``on_error`` (the monitor's error counter and one warning) is told why.
+Records are the pydantic models of ``monitor.schema``. The writer never raises into training: a path it cannot
+open or write turns logging off, and ``on_error`` (the monitor's error counter and one warning) is told why.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
 """A live terminal view (rich) of the monitor's snapshots: tokens/s, MFU with its peak source, step time,
-tokens so
-far, ETA to a token budget. Refreshed from rich's own thread; reads snapshots only."""
+tokens so far, ETA to a token budget. Refreshed from rich's own thread; reads snapshots only."""
 
 from __future__ import annotations
 

@@ -16,8 +16,7 @@ class AlertEvent:
 
 
 class LowMfuAlert:
-    """Fires once per episode when MFU stays below ``threshold`` for ``hold_seconds``; resolves when it
-    recovers.
+    """Fires once per episode when MFU stays below ``threshold`` for ``hold_seconds``; resolves on recovery.
 
     An unknown MFU (no peak, warm-up) neither starts nor ends an episode.
     """

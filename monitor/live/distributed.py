@@ -1,14 +1,10 @@
-"""Run-level figures under torchrun: one all-reduce at log intervals (never per step), with the user's
-process group.
+"""Run-level figures under torchrun: one all-reduce at log intervals (never per step), user's process group.
 
 Every rank calls ``exchange`` at the same step indices (a multiple of the log interval), so the collectives
-line up.
-On a CPU-capable backend (gloo, or a "cpu:gloo,cuda:nccl" group) the reduce runs on CPU tensors and its
-result is
-used at once. On NCCL alone it runs on device tensors asynchronously and its result is copied non-blocking
-into pinned
-host memory; it is read at a later interval once an event after the copy reports complete — no
-synchronisation.
+line up. On a CPU-capable backend (gloo, or a "cpu:gloo,cuda:nccl" group) the reduce runs on CPU tensors and
+its result is used at once. On NCCL alone it runs on device tensors asynchronously and its result is copied
+non-blocking into pinned host memory; it is read at a later interval once an event after the copy reports
+complete — no synchronisation.
 """
 
 from __future__ import annotations

@@ -6,17 +6,14 @@
         for batch in loader:
             loss = model(**batch).loss
             loss.backward()
-            opt.step()          # the optimizer step post-hook closes the step (every micro-batch counted
-            before it)
+            opt.step()  # the step post-hook closes the step (every micro-batch before it counted)
             opt.zero_grad()
     print(mon.snapshot().mfu)
 
 The per-step path (a forward pre-hook and an optimizer step post-hook) only reads tensor shapes, takes a host
 timestamp or records a CUDA event, and appends to a deque. FLOPs, rates, MFU, the run log and the all-reduce
-across
-ranks happen at log intervals; Prometheus values at scrape time. Every hook body is guarded: an error inside
-the
-monitor is counted in ``training_monitor_errors_total``, warned about once, and training goes on.
+across ranks happen at log intervals; Prometheus values at scrape time. Every hook body is guarded: an error
+inside the monitor is counted in ``training_monitor_errors_total``, warned about once, and training goes on.
 """
 
 from __future__ import annotations
@@ -31,7 +28,6 @@ import os
 import signal
 import threading
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -100,8 +96,7 @@ class _Raw:
 
 
 class MFUMonitor:
-    """Live tokens/s, MFU and HFU of a training loop, exported to Prometheus, a JSONL run log and the
-    terminal.
+    """Live tokens/s, MFU and HFU of a training loop, exported to Prometheus, a run log and the terminal.
 
     Arguments (all optional; see ``docs/monitor.md``):
       model, optimizer: hooks go on them. Without an optimizer call ``mon.step(tokens=n)`` after each step.
@@ -109,21 +104,20 @@ class MFUMonitor:
         ``model.config`` when present, else FLOPs measured once per sequence length on the meta device.
       flops_per_token: training FLOPs per token (a number; overrides ``spec``).
       seq_len: the attention length for the FLOPs model (default: the batch's last dimension).
-      peak_flops: per-device peak FLOP/s (default: detected for ``dtype``); dtype: e.g. "bf16" (default:
-      autocast
-        or the parameters' dtype when the monitor starts).
+      peak_flops: per-device peak FLOP/s (default: detected for ``dtype``), labelled ``peak_source``
+        (default "override"). dtype: e.g. "bf16" (default: autocast or the parameters' dtype at start).
       port, addr: serve /metrics on ``port + LOCAL_RANK`` at ``addr`` (default 127.0.0.1); ``tls`` passes
         certfile/keyfile/client_cafile/client_capath/client_auth_required to prometheus-client.
       registry: a prometheus_client CollectorRegistry (default: a fresh one per monitor).
       log_path: the JSONL run log; file_sd_dir: write a Prometheus file_sd target per rank there.
       alert_below (0.25), alert_after (600 s), on_alert: in-process low-MFU alert.
       warmup_steps (3), window_steps (20), window_seconds (60): the rate window.
-      log_every (50): steps between log ticks (run log, alert, all-reduce across ranks; also every 2 s).
-      recompute (False | "full" | "selective"): activation recomputation, for HFU; causal (False): FLOPs
-      convention.
+      log_every (50): steps between log ticks (run log, alert, all-reduce across ranks); also every
+        ``tick_seconds`` (2 s) on one process.
+      recompute (False | "full" | "selective"): activation recomputation, for HFU.
+      causal (False): the FLOPs convention for attention (default full S×S, as CONTRACTS).
       token_budget: tokens the run will process (for the ETA); live: show the rich terminal view.
-      gpu_backend, gpu_index: NVML backend and the NVML index of this rank's GPU (default: the model's CUDA
-      device).
+      gpu_backend, gpu_index: NVML backend and this rank's NVML GPU index (default: the model's device).
       timer: a ``TimerBackend`` (default: CUDA events for a CUDA model, the host clock otherwise).
     """
 
@@ -136,6 +130,7 @@ class MFUMonitor:
         flops_per_token: float | None = None,
         seq_len: int | None = None,
         peak_flops: float | None = None,
+        peak_source: str | None = None,
         dtype: Any = None,
         port: int | None = None,
         addr: str = "127.0.0.1",
@@ -182,6 +177,7 @@ class MFUMonitor:
         self._lock = threading.RLock()
         self._closed = False
         self._measuring = False
+        self._train_thread = threading.get_ident()  # re-read at the first step: the thread that trains
         self._errors = 0
         self._warned: set[str] = set()
         self.model = model
@@ -205,8 +201,7 @@ class MFUMonitor:
         self._reducer = Reducer(process_group)
         self._world: WorldFigures | None = None
 
-        # Clocks: wall time is derived from one perf_counter reading per step (one clock call on the hot
-        # path).
+        # Clocks: wall time is derived from one perf_counter reading per step (one clock call per step).
         self._timer: TimerBackend = timer or timer_for_device(self.device)
         self._host_timer = isinstance(self._timer, HostTimer)
         self._perf0 = _perf()
@@ -216,7 +211,9 @@ class MFUMonitor:
         # FLOPs model and peak (resolved now so that bad input fails here, not mid-run).
         self._flops_source = self._resolve_flops_source(spec, flops_per_token)
         self._fpt_cache: dict[int, tuple[float, float]] = {}
-        self.peak_flops, self.peak_source, self.device_name = self._resolve_peak(peak_flops)
+        self._gpu = self._open_gpu(gpu_backend)
+        self._gpu_indices = self._gpu_indices_for(gpu_index)
+        self.peak_flops, self.peak_source, self.device_name = self._resolve_peak(peak_flops, peak_source)
         self.model_name, self.params = _model_identity(model, self._flops_source)
 
         # Hot-path state.
@@ -257,8 +254,6 @@ class MFUMonitor:
             self._handles.append(optimizer.register_step_post_hook(self._post_hook))
 
         # Exports. Each failure is counted and warned once; training goes on without that export.
-        self._gpu = self._open_gpu(gpu_backend)
-        self._gpu_indices = self._gpu_indices_for(gpu_index)
         self._setup_prometheus(registry, port, addr, tls or {}, file_sd_dir)
         self._writer = None
         if log_path is not None:
@@ -315,9 +310,10 @@ class MFUMonitor:
     def step(
         self, tokens: int | None = None, *, real_tokens: int | None = None, seq_len: int | None = None
     ) -> None:
-        """Close a step by hand (loops without an optimizer hook). ``tokens``: processed this step on this
-        rank
-        (default: what the forward hook counted); ``real_tokens``: the non-padding ones, if known."""
+        """Close a step by hand (loops without an optimizer hook).
+
+        ``tokens``: processed this step on this rank (default: what the forward hook counted);
+        ``real_tokens``: the non-padding ones, if known."""
         if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0):
             raise InputError(
                 "tokens", f"must be a non-negative integer, got {tokens!r}", "pass mon.step(tokens=n)"
@@ -335,6 +331,8 @@ class MFUMonitor:
         if self._closed:
             return
         now = _perf()
+        if self._nsteps == 0:
+            self._train_thread = threading.get_ident()
         marker = now if self._host_timer else self._timer.mark()
         prev = self._prev_marker
         if prev is None:
@@ -368,7 +366,7 @@ class MFUMonitor:
         """Log interval, on the training thread: resolve, write the run log, alert, reduce across ranks."""
         try:
             self._next_tick = _perf() + self._tick_seconds
-            snap = self.snapshot(_training_thread=True)
+            snap = self.snapshot()
             self._write_pending_steps()
             self._check_suspect(snap)
             event = self._alert.update(snap.mfu, snap.last_step_time or time.time())
@@ -382,7 +380,7 @@ class MFUMonitor:
     def _resolve(self, training_thread: bool) -> None:
         """Turn closed steps whose markers are complete into samples (under the lock).
 
-        A FLOPs model measured on the meta device runs the user's model, so it is measured only on the training
+        A FLOPs model measured on the meta device runs the model, so it is measured only on the training
         thread (at a log tick); until then, a scrape leaves steps of an unmeasured sequence length pending.
         """
         pending = self._pending
@@ -467,10 +465,11 @@ class MFUMonitor:
             return self._seq_len_override not in self._fpt_cache
         return any(s not in self._fpt_cache for s in raw.tokens_by_len)
 
-    def snapshot(self, *, _training_thread: bool = False) -> Snapshot:
+    def snapshot(self) -> Snapshot:
         """The current figures (resolves completed steps first; safe from any thread)."""
+        on_training_thread = threading.get_ident() == self._train_thread
         with self._lock:
-            self._resolve(_training_thread)
+            self._resolve(on_training_thread)
             now = time.time()
             samples = list(self._samples)
             window = select_window(
@@ -478,7 +477,7 @@ class MFUMonitor:
             )
             r = rates(window)
             seq = self._seq_len_override or (window[-1].seq_len if window else self._last_seq_len)
-            fpt = self._fpt(seq, measure=_training_thread) if seq else None
+            fpt = self._fpt(seq, measure=on_training_thread) if seq else None
             flops_ok = fpt is not None and self._flops_source is not None
             peak = self.peak_flops
             mfps = r.model_flops_per_second if flops_ok else None
@@ -618,34 +617,58 @@ class MFUMonitor:
 
         return frozen_from_param_names(spec, names)
 
-    def _resolve_peak(self, peak_flops: float | None) -> tuple[float | None, str | None, str]:
-        device_label = str(self.device)
+    def _resolve_peak(
+        self, peak_flops: float | None, peak_source: str | None
+    ) -> tuple[float | None, str | None, str]:
+        """(peak FLOP/s, source, device name): the user's figure, else detection (catalogue, derivation,
+        a cached ``mfu calibrate`` measurement), else unknown — then MFU is not shown, and we say so once."""
+        cpu = self.device.type != "cuda"
+        device_label = _cpu_name() if self.device.type == "cpu" else str(self.device)
         if peak_flops is not None:
-            return float(peak_flops), "user", device_label
+            name = device_label
+            if not cpu and self._gpu.available and self._gpu_indices:
+                try:
+                    name = self._gpu.device_info(self._gpu_indices[0]).name
+                except Exception as exc:
+                    self._error("NVML device_info", exc)
+            return float(peak_flops), peak_source or "override", name
+        calibrated = self._cached_calibration()
+        if cpu:
+            if calibrated is None:
+                self._warn_once(
+                    "peak", f"no peak FLOP/s for {device_label}: MFU is not shown — run `mfu calibrate` "
+                    "or pass peak_flops=",
+                )  # fmt: skip
+                return None, None, device_label
+            return calibrated, "calibrated", device_label
         try:
             from monitor.hardware.detect import detect_accelerator
 
-            index = (self.device.index or 0) if self.device.type == "cuda" else 0
-            calibrated = None
-            try:
-                from monitor.hardware.calibrate import load_cached_calibration
-
-                calibrated = load_cached_calibration(self.dtype, device_label)
-            except Exception:
-                calibrated = None
-            if self.device.type != "cuda" and calibrated is None:
-                return None, None, _cpu_name() if self.device.type == "cpu" else device_label
-            info = detect_accelerator(self.dtype, index=index, calibrated=calibrated)
+            index = self._gpu_indices[0] if self._gpu_indices else (self.device.index or 0)
+            info = detect_accelerator(
+                self.dtype or "bf16", index=index, backend=self._gpu, calibrated=calibrated
+            )
         except Exception as exc:
             self._warn_once("peak", f"peak FLOP/s unknown ({exc}); MFU is not shown — pass peak_flops=")
             return None, None, device_label
-        if getattr(info, "warning", None):
-            self._warn_once("peak-warning", str(info.warning))
-        if info.peak_flops_per_second is None:
-            self._warn_once(
-                "peak", f"peak FLOP/s unknown for {info.device}: MFU is not shown — pass peak_flops="
-            )
+        if info.warning:
+            self._warn_once("peak", str(info.warning))
         return info.peak_flops_per_second, info.source, str(info.device or device_label)
+
+    def _cached_calibration(self) -> float | None:
+        """A measured matmul rate from ``mfu calibrate`` for this device and dtype, if one is cached."""
+        try:
+            from monitor.hardware import calibrate
+        except ImportError:
+            return None
+        try:
+            value = calibrate.load_cached_calibration(self.dtype or "fp32", self.device.type)
+        except Exception:
+            return None
+        if value is None:
+            return None
+        rate = getattr(value, "flops_per_second", value)
+        return float(rate) if isinstance(rate, (int, float)) and rate > 0 else None
 
     # --- exports ---
     def _open_gpu(self, backend: GpuBackend | None) -> GpuBackend:
@@ -780,7 +803,6 @@ class MFUMonitor:
     def _emit_alert(self, event: AlertEvent) -> None:
         if event.state == "firing":
             log.warning("mfu-monitor: %s (run %s, rank %d)", event.message, self.run, self.rank)
-            warnings.warn(f"mfu-monitor: {event.message}", RuntimeWarning, stacklevel=3)
         if self._writer is not None:
             from monitor.schema import AlertRecord
 
@@ -807,9 +829,9 @@ class MFUMonitor:
             self._suspect_warned = True
             self._warn_once(
                 "suspect",
-                f"MFU {snap.mfu or snap.mfu_cumulative:.2f} is above 1, which is impossible: the peak "
-                f"({self.peak_source}: {self.peak_flops:.3g} FLOP/s) or the FLOPs model "
-                f"({snap.flops_method}) is wrong — pass peak_flops= or spec=",
+                f"MFU {snap.mfu or snap.mfu_cumulative:.3g} is above 1, which is impossible: the peak or "
+                f"the FLOPs model is wrong (peak {self.peak_flops:.3g} FLOP/s from {self.peak_source}; "
+                f"FLOPs {snap.flops_method}) — pass peak_flops= or spec=",
             )
 
     def _exchange(self, snap: Snapshot) -> None:
@@ -872,7 +894,6 @@ class MFUMonitor:
             return
         self._warned.add(key)
         log.warning("mfu-monitor: %s", message)
-        warnings.warn(f"mfu-monitor: {message}", RuntimeWarning, stacklevel=3)
 
     @property
     def errors(self) -> int:
@@ -901,7 +922,7 @@ class MFUMonitor:
                 wait(self._prev_marker)  # the run is over: waiting for the last event costs training nothing
             except Exception as exc:
                 self._error("waiting for the last step", exc)
-        snap = self.snapshot(_training_thread=True)
+        snap = self.snapshot()
         try:
             self._write_pending_steps()
             if self._writer is not None:

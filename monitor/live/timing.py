@@ -1,13 +1,10 @@
 """Step timing without device synchronisation.
 
-A ``TimerBackend`` records a marker at each step boundary on the training thread (cheap: a host timestamp or
-a CUDA
-event record) and, later, at log or scrape time, tells the seconds between two markers — or ``None`` while
-the device
-has not reached them yet. Nothing here waits for the device: CUDA events are read only once ``query()`` says
-they are
-complete (``query`` does not block), so a step's duration shows up a little after the step ends, never by
-stalling it.
+A ``TimerBackend`` records a marker at each step boundary on the training thread (cheap: a host timestamp or a
+CUDA event record) and, later, at log or scrape time, tells the seconds between two markers — or ``None``
+while the device has not reached them yet. Nothing here waits for the device: CUDA events are read only once
+``query()`` says they are complete (``query`` does not block), so a step's duration shows up a little after
+the step ends, never by stalling it.
 """
 
 from __future__ import annotations
@@ -45,14 +42,11 @@ class HostTimer:
 
 
 class CudaEventTimer:
-    """CUDA events recorded on the current stream at step boundaries; read with ``elapsed_time`` once
-    complete.
+    """CUDA events recorded on the current stream at step boundaries, read with ``elapsed_time`` later.
 
     The GPU timeline between two step-end events is the step's device time, including any idle gap while the
-    host
-    prepared the next batch (the event is recorded when the host reaches the boundary, and executes when the
-    stream
-    reaches it). ``events`` lets a test inject a fake ``torch.cuda`` module.
+    host prepared the next batch (the event is recorded when the host reaches the boundary, and executes when
+    the stream reaches it). ``events`` lets a test inject a fake ``torch.cuda`` module.
     """
 
     name = "cuda-events"

@@ -1,14 +1,10 @@
 """Token counting from a forward call's arguments: shapes only on the hot path.
 
 The forward pre-hook reads ``input_ids``, then ``inputs_embeds``, then the first tensor argument, and counts
-the
-tokens it holds from its shape (no device work). The ``attention_mask``, when given, tells the real
-(non-padding)
-tokens; summing it is device work, so the hot path only keeps the mask (CPU) or starts an asynchronous sum
-and a
-non-blocking copy into pinned host memory (CUDA), and the count is read at log time once the step's end
-marker is
-complete.
+the tokens it holds from its shape (no device work). The ``attention_mask``, when given, tells the real
+(non-padding) tokens; summing it is device work, so the hot path only keeps the mask (CPU) or starts an
+asynchronous sum and a non-blocking copy into pinned host memory (CUDA), and the count is read at log time
+once the step's end marker is complete.
 """
 
 from __future__ import annotations
@@ -24,8 +20,8 @@ def tokens_in(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, int] 
     """(tokens, seq_len) in a forward call, from shapes only; None when the call carries no tensor to count.
 
     - integer ids ``(..., S)`` (``input_ids`` or the first tensor argument): tokens = numel, seq_len = S;
-    - embeddings ``(..., S, H)`` (``inputs_embeds``, or a floating first argument with 3+ dims): tokens =
-    numel / H;
+    - embeddings ``(..., S, H)`` (``inputs_embeds``, or a floating first argument with 3+ dims):
+      tokens = numel / H;
     - a floating ``(B, D)`` or ``(B,)`` first argument (no sequence axis): B samples of length 1.
     """
     t = kwargs.get("input_ids")
@@ -57,8 +53,8 @@ class DeferredCount:
     """A count of non-padding tokens whose device work was started on the hot path and is read at log time.
 
     CPU: keeps the mask itself and sums it when read. CUDA: holds a pinned host scalar filled by a
-    non-blocking
-    copy issued on the hot path; it is valid once the step's end event (recorded after it) is complete.
+    non-blocking copy issued on the hot path; it is valid once the step's end event (recorded after it) is
+    complete.
     """
 
     __slots__ = ("_host", "_mask")

@@ -1,12 +1,10 @@
 """Windowed rates over resolved steps: pure functions of plain values (no torch, no clocks).
 
 A step's ``seconds`` is the time from the previous step's end to this step's end (the first step: from its
-first
-forward), so data loading and any other host work between steps count — throughput is what the run achieved.
-MFU follows PaLM (Chowdhery et al. 2022, appendix B): achieved model FLOP/s over the device's peak FLOP/s,
-with model
-FLOPs = tokens × training FLOPs per token (no recomputation); HFU uses the hardware FLOPs (with
-recomputation).
+first forward), so data loading and any other host work between steps count: throughput is what the run
+achieved. MFU follows PaLM (Chowdhery et al. 2022, appendix B): achieved model FLOP/s over the device's peak
+FLOP/s, with model FLOPs = tokens × training FLOPs per token (no recomputation); HFU uses the hardware FLOPs
+(with recomputation).
 """
 
 from __future__ import annotations
@@ -54,13 +52,11 @@ EMPTY = Rates(0, 0, 0.0, None, None, None, None)
 def select_window(
     samples: Sequence[StepSample], *, max_steps: int, max_age_seconds: float, now: float
 ) -> list[StepSample]:
-    """The last ``max_steps`` post-warm-up steps that ended within ``max_age_seconds`` of ``now`` (unix
-    seconds).
+    """The last ``max_steps`` post-warm-up steps that ended within ``max_age_seconds`` of ``now`` (unix s).
 
     The most recent post-warm-up step is always kept, so a run with steps longer than the time window still
-    has a rate;
-    a stalled run shows through ``seconds_since_last_step`` and the last-step timestamp, not through a zero
-    rate.
+    has a rate; a stalled run shows through ``seconds_since_last_step`` and the last-step timestamp, not
+    through a zero rate.
     """
     live = [s for s in samples if not s.warmup]
     if not live:
