@@ -77,6 +77,28 @@ def test_korthikanti_equation_1() -> None:
     assert korthikanti_layer_bytes(s, b, h, a, flash=True) == s * b * h * 34
 
 
+def test_korthikanti_with_tensor_and_sequence_parallelism() -> None:
+    s, b, h, a, t = 2048, 1, 12288, 96, 8
+    assert korthikanti_layer_bytes(s, b, h, a, flash=False, tp=t) == pytest.approx(
+        s * b * h * (10 + 24 / t + 5 * a * s / (h * t))
+    )
+    assert korthikanti_layer_bytes(s, b, h, a, flash=False, tp=t, sp=True) == pytest.approx(
+        s * b * h * (34 + 5 * a * s / h) / t
+    )
+
+
+def test_sequence_parallelism_splits_the_norm_activations() -> None:
+    plain = training_memory(LLAMA2_7B, MemoryConfig(seq_len=4096, tp=8, flash_attention=True))
+    sp = training_memory(
+        LLAMA2_7B, MemoryConfig(seq_len=4096, tp=8, flash_attention=True, sequence_parallel=True)
+    )
+    # two RMSNorms per layer: fp32 input 4h + normalised and scaled 2·2h + rsqrt 4, per token, mixed precision
+    norms = 2 * (4 * 4096 + 4 * 4096 + 4)
+    assert plain.activations.per_layer_bytes - sp.activations.per_layer_bytes == pytest.approx(
+        4096 * norms * (1 - 1 / 8)
+    )
+
+
 def test_recompute_shrinks_and_flash_attention_drops_scores() -> None:
     plain = training_memory(LLAMA2_7B, MemoryConfig(seq_len=4096)).activations_bytes
     flash = training_memory(LLAMA2_7B, MemoryConfig(seq_len=4096, flash_attention=True)).activations_bytes

@@ -44,6 +44,9 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--flash-attention", action="store_true", help="flash/SDPA attention: no S×S scores stored"
     )
+    p.add_argument(
+        "--sequence-parallel", action="store_true", help="Megatron sequence parallelism: norms split by --tp"
+    )
     p.add_argument("--gpu", help="device to check the fit against (catalogue name)")
     p.add_argument(
         "--device-memory-gb", type=float, help="device memory in GB (instead of, or to override, --gpu)"
@@ -69,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         dp=positive_int("--dp", args.dp),
         recompute="full" if args.recompute else "none",
         flash_attention=args.flash_attention,
+        sequence_parallel=args.sequence_parallel,
     )
     if config.zero > 0 and config.dp == 1:
         raise InputError(

@@ -95,6 +95,7 @@ class MemoryConfig(BaseModel):
     dp: int = Field(default=1, gt=0)
     recompute: Recompute = "none"
     flash_attention: bool = False
+    sequence_parallel: bool = False  # Megatron sequence parallelism: norm/residual activations split by tp
 
 
 class BytesPerParam(BaseModel):
@@ -165,7 +166,14 @@ def _mlp_width_bytes(spec: ModelSpec, layer: int, a: int) -> float:
 
 
 def layer_activation_bytes_per_token(
-    spec: ModelSpec, layer: int, seq_len: int, a: int, *, flash_attention: bool, tp: int = 1
+    spec: ModelSpec,
+    layer: int,
+    seq_len: int,
+    a: int,
+    *,
+    flash_attention: bool,
+    tp: int = 1,
+    sequence_parallel: bool = False,
 ) -> float:
     """Bytes saved for backward by one decoder layer, per token (derivation in the module docstring)."""
     h, heads, kv = spec.hidden_size, spec.num_heads, spec.num_kv_heads
@@ -179,15 +187,22 @@ def layer_activation_bytes_per_token(
         scores = heads * keys * (4 + (a if a != 4 else 0))
         attention = a * (2 * heads * d + 2 * heads * dv) + scores
     mlp = _mlp_width_bytes(spec, layer, a)
-    # Tensor parallelism splits heads and the MLP width; the norms' tensors stay whole (no sequence
-    # parallelism).
-    return norms + (attention + mlp) / tp
+    # Tensor parallelism splits heads and the MLP width; the norms' tensors stay whole unless sequence
+    # parallelism splits them along the sequence (Korthikanti et al. 2022, §4.2.2).
+    return norms / (tp if sequence_parallel else 1) + (attention + mlp) / tp
 
 
-def korthikanti_layer_bytes(seq_len: int, micro_batch: int, hidden: int, heads: int, *, flash: bool) -> float:
-    """Korthikanti et al. 2022, eq. 1: s·b·h·(34 + 5·a·s/h) bytes per layer (16-bit Megatron GPT, dropout)."""
-    attention = 0.0 if flash else 5.0 * heads * seq_len / hidden
-    return seq_len * micro_batch * hidden * (34.0 + attention)
+def korthikanti_layer_bytes(
+    seq_len: int, micro_batch: int, hidden: int, heads: int, *, flash: bool, tp: int = 1, sp: bool = False
+) -> float:
+    """Korthikanti et al. 2022 bytes per layer (16-bit Megatron GPT with dropout).
+
+    No parallelism: s·b·h·(34 + 5·a·s/h); tensor parallelism t: s·b·h·(10 + 24/t + 5·a·s/(h·t)); with
+    sequence parallelism too: s·b·h·(34 + 5·a·s/h)/t (their §4). Flash attention drops the 5·a·s/h term.
+    """
+    scores = 0.0 if flash else 5.0 * heads * seq_len / hidden
+    per = (34.0 + scores) / tp if sp else 10.0 + 24.0 / tp + scores / tp
+    return seq_len * micro_batch * hidden * per
 
 
 def activation_memory(spec: ModelSpec, config: MemoryConfig) -> ActivationBreakdown:
@@ -199,7 +214,13 @@ def activation_memory(spec: ModelSpec, config: MemoryConfig) -> ActivationBreakd
     per_layer_full = [
         tokens
         * layer_activation_bytes_per_token(
-            spec, i, config.seq_len, a, flash_attention=config.flash_attention, tp=config.tp
+            spec,
+            i,
+            config.seq_len,
+            a,
+            flash_attention=config.flash_attention,
+            tp=config.tp,
+            sequence_parallel=config.sequence_parallel,
         )
         for i in stage_layers
     ]
@@ -227,9 +248,14 @@ def activation_memory(spec: ModelSpec, config: MemoryConfig) -> ActivationBreakd
         layers_here
         * in_flight
         * korthikanti_layer_bytes(
-            config.seq_len, config.micro_batch, spec.hidden_size, spec.num_heads, flash=config.flash_attention
+            config.seq_len,
+            config.micro_batch,
+            spec.hidden_size,
+            spec.num_heads,
+            flash=config.flash_attention,
+            tp=config.tp,
+            sp=config.sequence_parallel,
         )
-        / config.tp
     )
     return ActivationBreakdown(
         per_layer_bytes=sum(per_layer_full) / len(per_layer_full),
