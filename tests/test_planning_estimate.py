@@ -100,3 +100,19 @@ def test_cli_estimate_bad_input(capsys: pytest.CaptureFixture[str], args: list[s
 def test_raw_mode_needs_all_three() -> None:
     with pytest.raises(InputError, match="--layers"):
         palm_flops_per_token(7e9, 0, 4096, 2048)
+
+
+def test_cli_estimate_from_a_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    from monitor.model.flops import flops_per_token
+    from monitor.model.presets import load_preset
+
+    args = ["estimate", "--model", "llama-2-7b", "--seq-len", "4096", "--target-mfu", "0.5",
+            "--gpu", "H100", "--num-gpus", "8", "--json"]  # fmt: skip
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"] == 6_738_415_616  # literature.md: Llama-2-7B's exact count
+    fpt = flops_per_token(load_preset("llama-2-7b"), 4096).training
+    assert out["tokens_per_second"] == pytest.approx(0.5 * 989.4e12 * 8 / fpt)  # H100 SXM dense bf16
+    assert main(["estimate", "--model", "no-such-model", "--seq-len", "8", "--target-mfu", "0.5",
+                 "--gpu", "H100"]) == 2  # fmt: skip
+    assert "\n" not in capsys.readouterr().err.strip()
