@@ -1,0 +1,90 @@
+"""Hugging Face ``Trainer``: ``MFUTrainerCallback`` builds an ``MFUMonitor`` when training begins.
+
+    from transformers import Trainer
+    from integrations.hf_trainer import MFUTrainerCallback
+
+    trainer = Trainer(model=model, args=args, train_dataset=ds,
+                      callbacks=[MFUTrainerCallback(port=9400, log_path="runs/run.jsonl")])
+    trainer.train()
+
+What it takes from the trainer (``on_train_begin``, after the optimizer is created and the model placed): the
+model (hooked: its forward pre-hook counts the tokens of every micro-batch, padding from ``attention_mask``;
+the FLOPs model comes from ``model.config``), the compute dtype from ``TrainingArguments`` (``bf16`` -> bf16,
+``fp16`` -> fp16, ``tf32`` -> tf32; none set: the parameters decide), and rank and world size (checked against
+``args.process_index`` / ``args.world_size``). Keyword arguments go to ``MFUMonitor``.
+
+A step is closed by ``on_step_end``, which the Trainer calls once per optimizer step, after all
+``gradient_accumulation_steps`` micro-batches and also when a mixed-precision scaler skipped the update, so
+the monitor's steps equal ``state.global_step``. The optimizer is not hooked (that would close steps twice).
+The Trainer has no exception event: after a crash the monitor closes at interpreter exit (``reason="exit"``),
+or call ``callback.close()`` in your own ``finally``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from integrations._common import build_monitor, check_monitor_kwargs, hf_args_dtype
+
+if TYPE_CHECKING:  # pragma: no cover
+    from monitor.live.monitor import MFUMonitor
+    from monitor.live.snapshot import Snapshot
+
+__all__ = ["MFUTrainerCallback"]
+
+
+class MFUTrainerCallback(TrainerCallback):
+    """Live MFU for a ``transformers.Trainer``: ``Trainer(..., callbacks=[MFUTrainerCallback(port=9400)])``.
+
+    Keyword arguments are ``MFUMonitor`` options (``port``, ``log_path``, ``peak_flops``, ``alert_below``,
+    ``spec``, ``run``, ...). ``callback.monitor`` is the monitor (``.snapshot()``), ``callback.last_snapshot``
+    its final figures once training ended.
+    """
+
+    def __init__(self, **monitor_kwargs: Any) -> None:
+        self.monitor_kwargs = check_monitor_kwargs(monitor_kwargs, type(self).__name__)
+        self.monitor: MFUMonitor | None = None
+        self.last_snapshot: Snapshot | None = None
+        self._open = False
+
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if self._open or model is None:
+            return  # one monitor per train() call
+        self.monitor = build_monitor(
+            model,
+            self.monitor_kwargs,
+            dtype=hf_args_dtype(bf16=bool(args.bf16), fp16=bool(args.fp16), tf32=args.tf32),
+            rank=args.process_index,
+            world_size=args.world_size,
+            framework="the Trainer",
+        )
+        self._open = True
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """One optimizer step done: close it with every micro-batch the forward hook counted since."""
+        if self._open and self.monitor is not None:
+            self.monitor.step()
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.close("train_end")
+
+    def close(self, reason: str = "closed") -> Snapshot | None:
+        """Close the monitor (run log ``run_end``, hooks removed, server stopped); the final snapshot."""
+        if self.monitor is None or not self._open:
+            return self.last_snapshot
+        self._open = False
+        self.last_snapshot = self.monitor.close(reason=reason)
+        return self.last_snapshot
