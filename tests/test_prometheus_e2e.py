@@ -88,21 +88,29 @@ class Prom:
         return float(result[0]["value"][1])
 
 
-def wait_for(
-    what: str, check: Callable[[], bool], timeout: float, procs: dict[str, subprocess.Popen[bytes]]
-) -> None:
+def tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+Procs = dict[str, tuple[subprocess.Popen[bytes], Path]]  # name -> (process, its log)
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float, procs: Procs) -> None:
     """Poll ``check`` until it holds; fail at once if one of ``procs`` exits, or after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for name, proc in procs.items():
-            assert proc.poll() is None, f"{name} exited with {proc.returncode} while waiting for {what}"
+        for name, (proc, log) in procs.items():
+            if proc.poll() is not None:
+                code = proc.returncode
+                raise AssertionError(f"{name} exited with {code} while waiting for {what}:\n{tail(log)}")
         try:
             if check():
                 return
         except (OSError, AssertionError):
             pass
         time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    logs = "\n".join(f"--- {name}:\n{tail(log)}" for name, (_, log) in procs.items())
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")
 
 
 def shortened_rules() -> str:
@@ -196,7 +204,10 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
     try:
         yield {
             "prom": Prom(f"http://127.0.0.1:{prom_port}"),
-            "procs": {"prometheus": prom, "torchrun": train},
+            "procs": {
+                "prometheus": (prom, tmp_path / "prometheus.log"),
+                "torchrun": (train, tmp_path / "torchrun.log"),
+            },
             "train": train,
             "run": run,
             "base_port": base_port,
@@ -223,7 +234,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 def test_live_prometheus_scrapes_a_two_rank_run(stack: dict[str, Any]) -> None:
     prom: Prom = stack["prom"]
-    procs: dict[str, subprocess.Popen[bytes]] = stack["procs"]
+    procs: Procs = stack["procs"]
     run: str = stack["run"]
     sel = f'job="{JOB}", run="{run}"'
 
@@ -308,4 +319,4 @@ def test_live_prometheus_scrapes_a_two_rank_run(stack: dict[str, Any]) -> None:
 
     # A clean stop: every rank leaves at the same step and torchrun exits 0.
     stack["stop"].touch()
-    assert stack["train"].wait(timeout=30) == 0, (stack["tmp"] / "torchrun.log").read_text(errors="replace")
+    assert stack["train"].wait(timeout=30) == 0, tail(stack["tmp"] / "torchrun.log")
