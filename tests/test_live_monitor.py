@@ -208,11 +208,11 @@ def test_frozen_parameters_lower_the_measured_flops() -> None:
 def test_mfu_above_one_is_flagged(caplog: pytest.LogCaptureFixture) -> None:
     model = TinyLM()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    with caplog.at_level(logging.WARNING, logger="monitor"):
-        with MFUMonitor(model, opt, **_quiet(flops_per_token=1e9, peak_flops=1.0, log_every=1)) as mon:
-            for _ in range(4):
-                _train_step(model, opt, input_ids=torch.randint(0, V, (2, 4)))
-            snap = mon.snapshot()
+    quiet = _quiet(flops_per_token=1e9, peak_flops=1.0, log_every=1)
+    with caplog.at_level(logging.WARNING, logger="monitor"), MFUMonitor(model, opt, **quiet) as mon:
+        for _ in range(4):
+            _train_step(model, opt, input_ids=torch.randint(0, V, (2, 4)))
+        snap = mon.snapshot()
     assert snap.mfu is not None and snap.mfu > 1 and snap.mfu_suspect
     messages = [r.getMessage() for r in caplog.records if "peak or the FLOPs model" in r.getMessage()]
     assert len(messages) == 1
@@ -252,13 +252,13 @@ def test_exception_inside_a_hook_is_counted_and_warned_once(
     monkeypatch.setattr(live, "tokens_in", broken)
     model = nn.Linear(3, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    with caplog.at_level(logging.WARNING, logger="monitor"):
-        with MFUMonitor(model, opt, **_quiet(flops_per_token=1.0)) as mon:
-            for _ in range(5):
-                model(torch.randn(2, 3)).sum().backward()  # positional input: goes through tokens_in
-                opt.step()
-                opt.zero_grad()
-            snap = mon.snapshot()
+    quiet = _quiet(flops_per_token=1.0)
+    with caplog.at_level(logging.WARNING, logger="monitor"), MFUMonitor(model, opt, **quiet) as mon:
+        for _ in range(5):
+            model(torch.randn(2, 3)).sum().backward()  # positional input: goes through tokens_in
+            opt.step()
+            opt.zero_grad()
+        snap = mon.snapshot()
     assert snap.steps == 5  # training and step counting went on
     assert snap.errors == 5
     assert sum("forward hook" in r.getMessage() for r in caplog.records) == 1
