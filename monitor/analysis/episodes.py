@@ -88,9 +88,8 @@ def stalls(time_end: Floats, seconds: Floats, span: Ints, factor: float) -> list
     """Rows whose end-to-end interval exceeds ``factor`` x the median per-step interval.
 
     The interval of row i is time_end[i] - time_end[i-1] (the first row: its own step time), so it catches
-    time lost
-    both inside a step (a hang, a slow collective) and between steps (checkpointing, evaluation, data
-    loading).
+    time lost both inside a step (a hang, a slow collective) and between steps (checkpointing, evaluation,
+    data loading).
     """
     n = time_end.shape[0]
     if n == 0:

@@ -280,8 +280,7 @@ def _hf_trainer(path: Path, options: ImportOptions) -> Imported:
 
 def _intervals_from_cumulative(points: list[tuple[int, float, float]]) -> list[Interval]:
     """Intervals from (step, cumulative seconds, cumulative tokens) points; a counter that goes back (a
-    resumed
-    run's clock restarts) starts a new session whose first point only restarts the clock."""
+    resumed run's clock restarts) starts a new session whose first point only restarts the clock."""
     out: list[Interval] = []
     offset = 0.0
     previous: tuple[int, float, float] | None = None

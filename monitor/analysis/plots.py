@@ -2,8 +2,7 @@
 pyplot state).
 
 Long runs are reduced to at most ``MAX_POINTS`` buckets of consecutive steps (mean per bucket, with the
-bucket's
-min-max band), so a million-step run draws as fast as a short one and the page stays small.
+bucket's min-max band), so a million-step run draws as fast as a short one and the page stays small.
 """
 
 from __future__ import annotations

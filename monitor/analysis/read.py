@@ -2,18 +2,15 @@
 
 Memory stays bounded by the number of step records, not by the file: each step record becomes seven numbers in
 ``array`` columns (about 52 bytes), never a dict kept around. Lines are parsed a chunk at a time (one
-``json.loads``
-over a bracketed, comma-joined chunk, which halves the parse time of one call per line); a chunk holding a
-bad line
-falls back to one call per line so that the bad line alone is skipped and counted.
+``json.loads`` over a bracketed, comma-joined chunk, which halves the parse time of one call per line); a
+chunk holding a bad line falls back to one call per line so that the bad line alone is skipped and counted.
 
 Skip kinds (counted per kind, reported once by the caller):
 ``torn_line`` (the last line of a file, without its newline, that does not parse: a crash mid-write),
 ``not_json``, ``not_object``, ``missing_field``, ``bad_value`` (wrong type, negative, NaN), ``unknown_event``,
 ``clock_backwards`` (a step record older than the previous one of the same run and rank in the same file),
 ``repeated_step`` (a second record for the same run, rank and step: the first one is kept; counted when the
-steps
-are merged, see ``monitor.analysis.steps``).
+steps are merged, see ``monitor.analysis.steps``).
 """
 
 from __future__ import annotations
@@ -77,8 +74,7 @@ class RunLog:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     alert_count: int = 0
     # peak per rank derived from a step record's own mfu (model_flops / (step_seconds * mfu)) where no
-    # run_start
-    # gave one: the writer computed mfu with that peak, so this recovers it exactly
+    # run_start gave one: the writer computed mfu with that peak, so this recovers it exactly
     derived_peaks: dict[int, float] = field(default_factory=dict)
 
 
@@ -110,9 +106,8 @@ def read_logs(paths: Sequence[str | os.PathLike[str]], *, per_file: bool = False
     case).
 
     With ``per_file`` each file's runs stay apart (named ``file:run``), for comparing two logs of runs that
-    share a
-    name. Unreadable files raise ``OSError`` (the CLI turns it into one line); bad lines are skipped and
-    counted.
+    share a name. Unreadable files raise ``OSError`` (the CLI turns it into one line); bad lines are skipped
+    and counted.
     """
     logs = LogSet()
     for path in paths:

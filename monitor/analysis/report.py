@@ -2,8 +2,7 @@
 
 Self-contained: no script, no stylesheet or font from elsewhere, no network; a Content-Security-Policy forbids
 scripts and any outside request, so even a mistake in escaping could not run code. Every text shown (run
-names,
-file paths, notes, alert messages) goes through ``html.escape``.
+names, file paths, notes, alert messages) goes through ``html.escape``.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Conventions (../shared/CONTRACTS.md, "analyze"):
 - a step's wall time is the slowest rank's ``step_seconds`` (the step is done when the last rank is);
 - a step's tokens and model FLOPs are the sums over the ranks that reported it;
 - a step's MFU is sum(model FLOPs) / (step time x sum(peak FLOP/s of those ranks)) — the ratio of the sums,
-never the
-  mean of per-rank ratios (PaLM, Chowdhery et al. 2022, appendix B: achieved model FLOP/s over peak FLOP/s);
+  never the mean of per-rank ratios (PaLM, Chowdhery et al. 2022, appendix B: achieved model FLOP/s over peak
+  FLOP/s);
 - the same (rank, step) twice: the first record read is kept, the others counted as ``repeated_step``.
 """
 
@@ -68,8 +68,8 @@ class StepTable:
 
 def peaks_by_rank(log: RunLog, override: float | None = None) -> dict[int, float]:
     """Peak FLOP/s each rank's records stand for: run_start's per-device peak x its ``devices`` (an import's
-    record
-    can stand for several devices), else the peak implied by the records' own mfu, else ``override``."""
+    record can stand for several devices), else the peak implied by the records' own mfu, else
+    ``override``."""
     peaks: dict[int, float] = {}
     ranks = set(log.starts) | set(log.derived_peaks)
     for rank in ranks:

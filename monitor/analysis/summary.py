@@ -1,20 +1,16 @@
 """Summaries of logged runs: where the hardware time went (``mfu analyze``).
 
-``analyze(paths, options)`` reads the logs (streaming), merges ranks by step (``monitor.analysis.steps``)
-and returns
-an ``Analysis``: one ``RunSummary`` per run, side by side, plus the skipped-line counts. Each part of a
-summary is one
-small function of the step table (``_throughput``, ``_below_threshold``, ``_stalls``, ``_ranks``,
-``_alerts``), so a
-new section (issue 9's MFU loss attribution) is one more function and one more field.
+``analyze(paths, options)`` reads the logs (streaming), merges ranks by step (``monitor.analysis.steps``) and
+returns an ``Analysis``: one ``RunSummary`` per run, side by side, plus the skipped-line counts. Each part of
+a summary is one small function of the step table (``_throughput``, ``_below_threshold``, ``_stalls``,
+``_ranks``, ``_alerts``), so a new section (issue 9's MFU loss attribution) is one more function and one more
+field.
 
 Conventions (see docs/analysis.md):
 - warm-up: the first ``warmup`` optimizer steps of a run (by step index) are left out of every rate and MFU
-figure,
-  and of episodes and stalls; totals (``steps``, ``tokens``, ``duration_seconds``) count them;
-- ``mfu.overall`` = sum(model FLOPs) / sum(step time x peak) over the measured steps (PaLM's MFU, Chowdhery
-et al.
-  2022, appendix B); ``mfu.wall`` uses wall-clock time instead, so gaps between steps count as idle;
+  figure, and of episodes and stalls; totals (``steps``, ``tokens``, ``duration_seconds``) count them;
+- ``mfu.overall`` = sum(model FLOPs) / sum(step time x peak) over the measured steps (PaLM's MFU, Chowdhery et
+  al. 2022, appendix B); ``mfu.wall`` uses wall-clock time instead, so gaps between steps count as idle;
   ``mfu.mean/median/p10/p90`` describe the per-step values;
 - ``below_threshold_seconds``: step time of the measured steps whose MFU is below the threshold.
 """

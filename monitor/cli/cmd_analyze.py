@@ -1,5 +1,5 @@
-"""`mfu analyze LOG... [--threshold 0.25] [--warmup 10] [--html OUT]`: where the hardware time of logged
-runs went."""
+"""`mfu analyze LOG... [--threshold 0.25] [--warmup 10] [--html OUT]`: where the hardware time of logged runs
+went."""
 
 from __future__ import annotations
 
