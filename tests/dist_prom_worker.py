@@ -7,6 +7,9 @@ Steps are paced to a fixed period so that the run's throughput, and so its MFU, 
 model FLOP/s per rank = flops_per_token x tokens_per_step / period. The peak handed to the monitor is inflated
 to hold MFU at --target-mfu (below TrainingMFULow's 25%). Rank 0 writes these figures to LOG_DIR/plan.json.
 Every rank serves /metrics on base port + LOCAL_RANK and writes a file_sd target into --file-sd-dir.
+With --fake-gpu-watts W, each rank's monitor reads a fake NVML device (the one thing tests may fake, behind
+monitor.hardware.nvml.GpuBackend) drawing a constant W watts, so that the GPU dashboard's queries have data
+and energy per token is known: world_size x W / tokens per second.
 The run stops, on every rank at the same step, once --stop-file exists (or after --max-seconds).
 """
 
@@ -23,7 +26,37 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from monitor.hardware.nvml import DeviceInfo, Telemetry
+
 VOCAB, DIM, SEQ, BATCH = 64, 32, 16, 4
+
+
+class ConstantPowerGpu:
+    """A GpuBackend whose devices draw constant power: each energy counter grows ``watts`` joules a second."""
+
+    available = True
+    reason = ""
+
+    def __init__(self, watts: float) -> None:
+        self.watts = watts
+        self.start = time.time()
+
+    def device_count(self) -> int:
+        return 8
+
+    def device_info(self, index: int) -> DeviceInfo:
+        return DeviceInfo(index=index, name="Fake GPU (constant power)")
+
+    def telemetry(self, index: int) -> Telemetry:
+        return Telemetry(
+            utilization_ratio=0.5,
+            memory_used_bytes=2**30,
+            power_watts=self.watts,
+            energy_joules=self.watts * (time.time() - self.start),
+            sm_clock_hz=1.5e9,
+            max_sm_clock_hz=2.0e9,
+            temperature_celsius=60.0,
+        )
 
 
 class TinyLM(nn.Module):
@@ -48,12 +81,14 @@ def main() -> None:
     parser.add_argument("--period", type=float, default=0.1, help="seconds per step")
     parser.add_argument("--target-mfu", type=float, default=0.1)
     parser.add_argument("--max-seconds", type=float, default=120.0)
+    parser.add_argument("--fake-gpu-watts", type=float, default=0.0, help="0: no GPU telemetry")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     dist.init_process_group("gloo")
     rank = dist.get_rank()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
 
     model = TinyLM()
     # Training FLOPs per token: 6 N (Kaplan et al. 2020, eq. 2.1: forward 2N + backward 4N), N = all params.
@@ -69,6 +104,7 @@ def main() -> None:
             "peak_flops": peak,
             "target_mfu": args.target_mfu,
             "world_size": dist.get_world_size(),
+            "gpu_watts": args.fake_gpu_watts,
         }
         Path(args.log_dir, "plan.json").write_text(json.dumps(plan), encoding="utf-8")
 
@@ -78,6 +114,9 @@ def main() -> None:
 
     from monitor import MFUMonitor
 
+    gpu = {}
+    if args.fake_gpu_watts > 0:
+        gpu = {"gpu_backend": ConstantPowerGpu(args.fake_gpu_watts), "gpu_index": local_rank}
     stop = torch.zeros(1)
     with MFUMonitor(
         ddp,
@@ -89,6 +128,7 @@ def main() -> None:
         peak_flops=peak,
         flops_per_token=flops_per_token,
         seq_len=SEQ,
+        **gpu,
     ):
         start = next_step = time.perf_counter()
         while True:

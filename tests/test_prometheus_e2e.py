@@ -1,8 +1,10 @@
 """End to end: a real Prometheus with our rules scrapes a 2-rank torchrun (gloo, CPU) run with the monitor.
 
-Then every dashboard query (GPU panels aside) returns data, the run-MFU recording rule agrees with the
-monitor's own figure and with the figure the paced run was built to hold, and TrainingMFULow is pending for
-that run (its `for: 10m` is tested in dashboards/prometheus/tests/ with promtool).
+Then every dashboard query returns data, the run-MFU recording rule agrees with the monitor's own figure and
+with the figure the paced run was built to hold, and TrainingMFULow is pending for that run (its `for: 10m` is
+tested in dashboards/prometheus/tests/ with promtool). The GPU panels get their data from a fake NVML device
+at constant power behind the monitor's GpuBackend interface (tests/dist_prom_worker.py): that checks their
+queries and labels, and energy per token against watts / tokens per second, not NVML itself.
 
 One deliberate change to the shipped rules: their rate windows shrink from 1m/5m to 10s. A 1m rate() of a
 series younger than a minute divides less than a minute of increase by 60 s (Prometheus' extrapolatedRate), so
@@ -38,6 +40,7 @@ WORKER = Path(__file__).resolve().parent / "dist_prom_worker.py"
 GPU_MARK = "Needs GPU telemetry (NVML)."  # dashboards/build.py
 WINDOW = "10s"
 JOB = "training"  # the job label the monitor's file_sd targets carry (monitor/export/file_sd.py)
+GPU_WATTS = 300.0  # the fake NVML device's constant power draw
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [
@@ -194,6 +197,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
             f"--log-dir={logs}",
             f"--stop-file={stop}",
             "--max-seconds=150",
+            f"--fake-gpu-watts={GPU_WATTS}",
         ],
         stdout=train_log,
         stderr=subprocess.STDOUT,
@@ -263,17 +267,15 @@ def test_live_prometheus_scrapes_a_two_rank_run(stack: dict[str, Any]) -> None:
     base = stack["base_port"]
     assert instances == [f"127.0.0.1:{base}", f"127.0.0.1:{base + 1}"]
 
-    # Every dashboard query returns data (GPU panels aside: this run has no GPU, so NVML telemetry is absent).
-    empty, skipped, checked = [], 0, 0
+    # Every dashboard query returns data (the GPU panels' from the fake NVML device).
+    empty, gpu_queries, checked = [], 0, 0
     for dashboard, title, expr, gpu in dashboard_queries():
-        if gpu:
-            skipped += 1
-            continue
         checked += 1
+        gpu_queries += gpu
         if not prom.query(substitute(expr, run)):
             empty.append(f"{dashboard} / {title}: {substitute(expr, run)}")
     assert not empty, "queries without data:\n" + "\n".join(empty)
-    assert checked >= 25 and skipped >= 5
+    assert checked >= 30 and gpu_queries >= 5
 
     # The dashboards' variable queries: label_values(training_steps_total{...}, run|rank).
     series = prom.get("/api/v1/series", **{"match[]": f'training_steps_total{{job=~"{JOB}"}}'})
@@ -299,6 +301,11 @@ def test_live_prometheus_scrapes_a_two_rank_run(stack: dict[str, Any]) -> None:
     tokens = prom.value(f"job_run:training_tokens:rate1m{{{sel}}}")
     paced = plan["world_size"] * plan["tokens_per_step"] / plan["period"]
     assert 0.6 * paced <= tokens <= 1.05 * paced, (tokens, paced)
+
+    # Energy per token (GPUs dashboard): both ranks' constant power over the run's tokens/s.
+    (energy,) = [e for d, t, e, _ in dashboard_queries() if t == "Energy per token"]
+    joules_per_token = prom.value(substitute(energy, run))
+    assert joules_per_token == pytest.approx(plan["world_size"] * GPU_WATTS / tokens, rel=0.05)
 
     # TrainingMFULow: its expression (without `for`) selects this run, and the alert is pending.
     (mfu_low,) = [
