@@ -36,7 +36,10 @@ tests/test_memory_truth.py. Per layer and token, with ``a`` bytes per activation
   (a·H·d, the input of ``o_proj``);
 * attention, flash (SDPA flash kernel, FlashAttention-2): q (a·H·d), k and v at K heads (a·K·d each), the
   output (a·H·d) and the log-sum-exp (4·H): no S×S term;
-* gated MLP: gate output, SiLU output, up output, their product (4·a·F); an ungated MLP: 2·a·F.
+* gated MLP: gate output, SiLU output, up output, their product (4·a·F); an ungated MLP: 2·a·F;
+* under autocast (``amp``: fp32 weights, 16-bit matmuls): the residual stream, norms and RoPE tables stay
+  fp32, each linear reading a norm saves its own 16-bit cast of it (2h per consumer), and every matmul
+  weight's 16-bit copy is saved once per forward (2 bytes per weight).
 
 Outside the layers: the final norm (4h + 2a·h + 4 per token), the fp32 log-softmax of the logits in the loss
 (4·V per token), input ids and shifted labels (8 + 8 per token), RoPE cos/sin (2·S·d·a per micro-batch).
@@ -149,10 +152,42 @@ def activation_element_bytes(precision: str) -> int:
     return 4 if precision == "fp32" else 2
 
 
-def _norm_bytes_per_token(h: int, a: int) -> float:
-    # RMSNorm (transformers LlamaRMSNorm): fp32 input 4h, rsqrt 4, normalised cast back a·h, scaled output
-    # a·h.
+def _norm_bytes_per_token(h: int, a: int, *, amp: bool = False, consumers: int = 1) -> float:
+    """One RMSNorm (transformers LlamaRMSNorm) and what its consumers save of its output, per token.
+
+    16-bit or fp32 weights: fp32 input 4h, rsqrt 4, the normalised value cast back a·h, the scaled output a·h
+    (saved once by the linears that read it). Under autocast (``amp``: fp32 weights and residual stream):
+    fp32 input 4h, rsqrt 4, fp32 normalised value 4h, and each consuming linear saves its own 16-bit cast
+    of the output (2h each: autocast caches casts of weights, not of activations).
+    """
+    if amp:
+        return 8 * h + 4 + 2 * h * consumers
     return 4 * h + 2 * a * h + 4
+
+
+def _input_projections(spec: ModelSpec) -> int:
+    """Linears reading the attention norm's output: q, k, v (GQA) or q(_a) and kv_a (MLA)."""
+    return 2 if spec.mla is not None else 3
+
+
+def _mlp_inputs(spec: ModelSpec, layer: int) -> int:
+    """Linears reading the MLP norm's output: gate and up (gated), up (plain), plus the MoE router."""
+    return (2 if spec.mlp_gated else 1) + (1 if spec.is_moe_layer(layer) else 0)
+
+
+def linear_weight_params(spec: ModelSpec, layers: range | None = None, *, head: bool = True) -> int:
+    """Matmul weights (no norms, biases, embedding lookups) of ``layers`` and, with ``head``, the LM head.
+
+    Autocast saves a 16-bit copy of each for backward (2 bytes per weight, once per forward)."""
+    sizes = param_sizes(spec)
+    chosen = range(spec.num_layers) if layers is None else layers
+    prefixes = tuple(f"layers.{i}." for i in chosen)
+    total = sum(
+        n for name, n in sizes.items() if name.startswith(prefixes) and not name.endswith(("norm", ".bias"))
+    )
+    if head:
+        total += spec.vocab_size * spec.hidden_size  # the LM head (a tied one reuses the embedding matrix)
+    return total
 
 
 def _mlp_width_bytes(spec: ModelSpec, layer: int, a: int) -> float:
@@ -174,13 +209,16 @@ def layer_activation_bytes_per_token(
     flash_attention: bool,
     tp: int = 1,
     sequence_parallel: bool = False,
+    amp: bool = False,
 ) -> float:
     """Bytes saved for backward by one decoder layer, per token (derivation in the module docstring)."""
     h, heads, kv = spec.hidden_size, spec.num_heads, spec.num_kv_heads
     d, dv = spec.head_dim, spec.v_head_dim
     window = spec.window(layer)
     keys = seq_len if window is None else min(seq_len, window)
-    norms = 2 * _norm_bytes_per_token(h, a)
+    norms = _norm_bytes_per_token(h, a, amp=amp, consumers=_input_projections(spec)) + _norm_bytes_per_token(
+        h, a, amp=amp, consumers=_mlp_inputs(spec, layer)
+    )
     if flash_attention:
         attention = a * (heads * d + kv * d + kv * dv + heads * dv) + 4 * heads
     else:
@@ -208,6 +246,7 @@ def korthikanti_layer_bytes(
 def activation_memory(spec: ModelSpec, config: MemoryConfig) -> ActivationBreakdown:
     """Activation bytes on the heaviest device (see the module docstring for the per-tensor accounting)."""
     a = activation_element_bytes(config.precision)
+    amp = config.precision == "amp"
     tokens = config.seq_len * config.micro_batch
     layers_here = math.ceil(spec.num_layers / config.pp)
     stage_layers = range(layers_here)  # the first stage's layers stand for every stage's (uniform models)
@@ -221,28 +260,38 @@ def activation_memory(spec: ModelSpec, config: MemoryConfig) -> ActivationBreakd
             flash_attention=config.flash_attention,
             tp=config.tp,
             sequence_parallel=config.sequence_parallel,
+            amp=amp,
         )
         for i in stage_layers
     ]
+    # Autocast's 16-bit weight copies, saved once per forward: this stage's layers, plus the LM head.
+    casts = 2.0 * linear_weight_params(spec, stage_layers, head=False) / config.tp if amp else 0.0
+    head_casts = 2.0 * spec.vocab_size * spec.hidden_size / config.tp if amp else 0.0
     if config.recompute == "full":
-        per_layer_kept = [float(tokens * a * spec.hidden_size) for _ in stage_layers]
-        recompute_buffer = max(per_layer_full)
+        residual = 4 if amp else a  # autocast keeps the residual stream in fp32
+        per_layer_kept = [float(tokens * residual * spec.hidden_size) for _ in stage_layers]
+        recompute_buffer = max(per_layer_full) + casts / len(per_layer_full)
+        casts = 0.0
     else:
         per_layer_kept = per_layer_full
         recompute_buffer = 0.0
     # 1F1B pipeline schedule: the first stage holds pp micro-batches in flight (Narayanan et al. 2021,
     # §2.2.1).
     in_flight = config.pp
-    head = tokens * (_norm_bytes_per_token(spec.hidden_size, a) + 4.0 * spec.vocab_size / config.tp)
+    head = (
+        tokens * (_norm_bytes_per_token(spec.hidden_size, a, amp=amp) + 4.0 * spec.vocab_size / config.tp)
+        + head_casts
+    )
     ids = tokens * 16.0  # input ids (int64) + shifted labels (int64)
-    rope = 0.0 if config.recompute == "full" else 2.0 * config.seq_len * spec.head_dim * a
+    rope_bytes = 4 if amp else a  # RoPE cos/sin follow the embedding output's dtype (fp32 under autocast)
+    rope = 0.0 if config.recompute == "full" else 2.0 * config.seq_len * spec.head_dim * rope_bytes
     if config.pp == 1:
-        layers_total = sum(per_layer_kept)
+        layers_total = sum(per_layer_kept) + casts
         head_total = head
     else:
-        first = in_flight * sum(per_layer_kept)
-        last = sum(per_layer_kept) + head
-        layers_total, head_total = (first, 0.0) if first >= last else (sum(per_layer_kept), head)
+        first = in_flight * sum(per_layer_kept) + casts
+        last = sum(per_layer_kept) + casts + head
+        layers_total, head_total = (first, 0.0) if first >= last else (sum(per_layer_kept) + casts, head)
     other = ids + rope
     korthikanti = (
         layers_here
