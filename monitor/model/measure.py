@@ -92,7 +92,9 @@ def measure_module(
     tokens = batch_size * seq_len
     forward = float(fwd_counter.get_total_flops())
     counts = fwd_counter.get_flop_counts()
-    head = sum(sum(counts.get(f"Global.{n}", counts.get(n, {})).values()) for n in head_names)
+    # FlopCounterMode keys modules as "<RootClass>.<qualified name>".
+    root = type(model).__name__
+    head = sum(sum(counts.get(f"{root}.{n}", {}).values()) for n in head_names)
     breakdown = {"layers": (forward - head) / tokens, "lm_head": head / tokens}
     return FlopsPerToken(
         forward=forward / tokens,
