@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 SRC := monitor integrations
 LINT := monitor integrations tests benchmarks dashboards
 
-.PHONY: install demo test lint typecheck unit clean
+.PHONY: install demo test lint typecheck unit dashboards clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ unit: install
 	$(PY) -m pytest -q
 
 test: lint typecheck unit
+
+# Regenerate dashboards/grafana/*.json from dashboards/build.py (a test checks they are in sync).
+dashboards: install
+	$(PY) dashboards/build.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
