@@ -153,6 +153,13 @@ def test_cli_memory_bad_input_is_one_line(
     assert needle in err and "\n" not in err
 
 
+def test_only_llama_like_layers_claim_a_measured_accounting() -> None:
+    cfg = MemoryConfig(seq_len=128)
+    assert training_memory(LLAMA2_7B, cfg).activations.measured_family
+    gpt2 = LLAMA2_7B.model_copy(update={"norm": "layernorm", "mlp_gated": False, "model_type": "gpt2"})
+    assert not training_memory(gpt2, cfg).activations.measured_family
+
+
 def test_pipeline_deeper_than_the_model_is_refused() -> None:
     with pytest.raises(InputError, match="--pp"):
         training_memory(LLAMA2_7B, MemoryConfig(seq_len=128, pp=64))

@@ -131,6 +131,11 @@ def _print(out: dict[str, Any]) -> None:
     )
     table.add_row("total", f"{out['total_bytes'] / GIB:.2f}", "")
     console().print(table)
+    if not act["measured_family"]:
+        console().print(
+            "[yellow]activations: accounting measured on Llama-style layers; for this architecture it is an "
+            "estimate (GPT-2: measured 28-51% low)[/yellow]"
+        )
     if out["fits"] is not None:
         verdict = "fits" if out["fits"] else "does NOT fit"
         console().print(
