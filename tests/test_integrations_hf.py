@@ -1,0 +1,187 @@
+"""MFUTrainerCallback with the real transformers Trainer on CPU: a tiny Llama, gradient accumulation, padding.
+
+Expectations are derived independently: tokens from the dataset itself (and the Trainer's own
+``num_input_tokens_seen``), non-padding tokens from the attention masks, FLOPs from FlopCounterMode, steps
+from ``state.global_step``; Prometheus values from a fresh registry read while training runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("transformers")
+
+import torch
+from prometheus_client import CollectorRegistry
+from test_integrations_models import PEAK, padded_batch, padded_sample, read_log, tiny_llama, training_flops
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from integrations.hf_trainer import MFUTrainerCallback
+from monitor.errors import InputError
+
+SEQ = 16
+BATCH = 2
+ACCUM = 3
+STEPS = 4
+SAMPLES = STEPS * ACCUM * BATCH  # one epoch is exactly the run: every sample is fed once
+
+
+class Samples(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
+    def __len__(self) -> int:
+        return SAMPLES
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return padded_sample(i, SEQ)
+
+
+class Probe(TrainerCallback):
+    """Reads the registry after each step (listed after the MFU callback, so its step is closed)."""
+
+    def __init__(self, registry: CollectorRegistry, mfu_cb: MFUTrainerCallback) -> None:
+        self.registry = registry
+        self.mfu_cb = mfu_cb
+        self.samples: list[dict[str, float | None]] = []
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        mon = self.mfu_cb.monitor
+        assert mon is not None
+        labels = {"run": mon.run, "rank": str(mon.rank)}
+        names = ("training_steps_total", "training_tokens_total", "training_real_tokens_total",
+                 "training_mfu_ratio", "training_peak_flops_per_second")  # fmt: skip
+        self.samples.append({n: self.registry.get_sample_value(n, labels) for n in names})
+
+
+def _args(tmp_path: Path, **overrides: Any) -> TrainingArguments:
+    options: dict[str, Any] = {
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": BATCH,
+        "gradient_accumulation_steps": ACCUM,
+        "max_steps": STEPS,
+        "report_to": [],
+        "use_cpu": True,
+        "save_strategy": "no",
+        "logging_strategy": "no",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "include_num_input_tokens_seen": "all",
+    }
+    options.update(overrides)
+    return TrainingArguments(**options)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("hf")
+    registry = CollectorRegistry()
+    log = tmp / "run.jsonl"
+    cb = MFUTrainerCallback(peak_flops=PEAK, registry=registry, log_path=log, warmup_steps=1, run="hf-test")
+    probe = Probe(registry, cb)
+    model = tiny_llama()
+    args = _args(tmp)
+    trainer = Trainer(model=model, args=args, train_dataset=Samples(), callbacks=[cb, probe])
+    trainer.train()
+    return {"cb": cb, "probe": probe, "log": read_log(log), "trainer": trainer, "model": model}
+
+
+def test_steps_equal_optimizer_steps(trained: dict[str, Any]) -> None:
+    steps = trained["log"]["step"]
+    assert trained["trainer"].state.global_step == STEPS
+    assert [s["step"] for s in steps] == list(range(STEPS))
+    assert trained["cb"].last_snapshot.steps == STEPS
+
+
+def test_tokens_count_every_micro_batch(trained: dict[str, Any]) -> None:
+    steps = trained["log"]["step"]
+    assert [s["tokens"] for s in steps] == [ACCUM * BATCH * SEQ] * STEPS
+    # The Trainer's own count (a device sync per micro-batch we never make) agrees.
+    assert sum(s["tokens"] for s in steps) == trained["trainer"].state.num_input_tokens_seen == SAMPLES * SEQ
+
+
+def test_real_tokens_from_attention_masks(trained: dict[str, Any]) -> None:
+    expected = sum(int(padded_sample(i, SEQ)["attention_mask"].sum()) for i in range(SAMPLES))
+    assert expected < SAMPLES * SEQ  # the data has padding
+    assert sum(s["real_tokens"] for s in trained["log"]["step"]) == expected
+    assert trained["log"]["run_end"][0]["tokens"] == SAMPLES * SEQ
+
+
+def test_model_flops_match_flop_counter(trained: dict[str, Any]) -> None:
+    batch = padded_batch(0, BATCH, SEQ)
+    per_token = training_flops(trained["model"], batch) / batch["input_ids"].numel()
+    for s in trained["log"]["step"]:
+        assert s["model_flops"] == pytest.approx(s["tokens"] * per_token, rel=1e-9)
+
+
+def test_mfu_present_and_sane(trained: dict[str, Any]) -> None:
+    for s in trained["log"]["step"]:
+        assert s["mfu"] is not None and 0 < s["mfu"] < 1
+        assert s["mfu"] == pytest.approx(s["model_flops"] / s["step_seconds"] / PEAK)
+    snap = trained["cb"].last_snapshot
+    assert snap.mfu is not None and 0 < snap.mfu < 1
+
+
+def test_run_log_names_the_trainer_world_and_dtype(trained: dict[str, Any]) -> None:
+    args = trained["trainer"].args
+    start = trained["log"]["run_start"][0]
+    assert (start["rank"], start["world_size"]) == (args.process_index, args.world_size)
+    assert start["dtype"] == "fp32"  # no bf16/fp16/tf32 flag and fp32 parameters
+    assert start["peak_flops_per_second"] == PEAK
+    assert start["params"] == sum(p.numel() for p in trained["model"].parameters())
+    assert start["run"] == "hf-test"
+    end = trained["log"]["run_end"][0]
+    assert end["reason"] == "train_end" and end["steps"] == STEPS
+
+
+def test_prometheus_samples_during_training(trained: dict[str, Any]) -> None:
+    seen = trained["probe"].samples
+    assert [s["training_steps_total"] for s in seen] == [float(i + 1) for i in range(STEPS)]
+    per_step = ACCUM * BATCH * SEQ
+    assert [s["training_tokens_total"] for s in seen] == [float((i + 1) * per_step) for i in range(STEPS)]
+    last = seen[-1]
+    assert last["training_real_tokens_total"] == sum(s["real_tokens"] for s in trained["log"]["step"])
+    assert last["training_peak_flops_per_second"] == PEAK
+    assert last["training_mfu_ratio"] is not None and 0 < last["training_mfu_ratio"] < 1
+    assert seen[0]["training_mfu_ratio"] is None  # only a warm-up step yet: no windowed MFU
+
+
+def test_monitor_closed_and_unhooked_after_training(trained: dict[str, Any]) -> None:
+    model = trained["model"]
+    mon = trained["cb"].monitor
+    before = mon.snapshot().tokens_total
+    with torch.enable_grad():
+        model(input_ids=torch.zeros(1, SEQ, dtype=torch.long))
+    assert mon.snapshot().tokens_total == before  # hooks removed at on_train_end
+    assert trained["cb"].close() is trained["cb"].last_snapshot  # closing twice is harmless
+
+
+def test_bf16_training_arguments_set_the_dtype(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    cb = MFUTrainerCallback(peak_flops=PEAK, registry=CollectorRegistry(), run="hf-bf16")
+    args = _args(tmp_path, bf16=True, max_steps=1, gradient_accumulation_steps=1)
+    Trainer(model=tiny_llama(), args=args, train_dataset=Samples(), callbacks=[cb]).train()
+    snap = cb.last_snapshot
+    assert snap is not None and snap.dtype == "bf16" and snap.steps == 1
+
+
+def test_train_begin_twice_builds_one_monitor(tmp_path: Path) -> None:
+    from transformers import TrainerControl, TrainerState
+
+    cb = MFUTrainerCallback(peak_flops=PEAK, registry=CollectorRegistry(), run="hf-once")
+    args, state, control = _args(tmp_path), TrainerState(), TrainerControl()
+    model = tiny_llama()
+    cb.on_train_begin(args, state, control, model=model)
+    first = cb.monitor
+    cb.on_train_begin(args, state, control, model=model)
+    assert cb.monitor is first
+    cb.on_train_end(args, state, control, model=model)
+    assert cb.last_snapshot is not None and cb.last_snapshot.steps == 0
+
+
+def test_options_checked_when_the_callback_is_built() -> None:
+    with pytest.raises(InputError, match="peak_flop"):
+        MFUTrainerCallback(peak_flop=1e12)
+    with pytest.raises(InputError, match="optimizer"):
+        MFUTrainerCallback(optimizer=object())
