@@ -258,7 +258,7 @@ class KnownRun:
 KNOWN_RUNS: tuple[KnownRun, ...] = (
     KnownRun("GPT-3 175B", 175e9, 300e9, "Brown et al. 2020, table 2.1 and section 2.2 (300B tokens)"),
     KnownRun("Gopher 280B", 280e9, 300e9, "Rae et al. 2021, table 1"),
-    KnownRun("Chinchilla 70B", 70e9, 1.4e12, "Hoffmann et al. 2022, table 4"),
+    KnownRun("Chinchilla 70B", 70e9, 1.4e12, "Hoffmann et al. 2022, table 1"),
     KnownRun("LLaMA-7B", 6_738_415_616, 1.0e12, "Touvron et al. 2023a, table 2 (params exact from config)"),
     KnownRun("LLaMA-65B", 65.2e9, 1.4e12, "Touvron et al. 2023a, table 2"),
     KnownRun("Llama-3-8B", 8_030_261_248, 15e12, "Meta 2024 (Llama 3 model card: 15T+ tokens)"),

@@ -193,7 +193,7 @@ def chinchilla_table3_reports() -> list[Check]:
 
 
 def epoch_checks() -> list[Check]:
-    compute = 6 * 70e9 * 1.4e12  # Chinchilla's own run (Hoffmann et al. 2022, table 4)
+    compute = 6 * 70e9 * 1.4e12  # Chinchilla's own run (Hoffmann et al. 2022, table 1)
     ours = EPOCH.optimal(compute).tokens_per_param
     return [
         _check(
@@ -252,8 +252,8 @@ PUBLISHED_SIZES: tuple[tuple[str, str, str, float, str], ...] = (
     ("gemma-2-9b", "total", "9", 1e9, "the 9B of its name"),
     ("qwen2.5-7b", "total", "7.61", 1e9, "Qwen2.5-7B model card: 7.61B"),
     ("qwen2.5-7b", "non_embedding", "6.53", 1e9, "Qwen2.5-7B model card: 6.53B non-embedding"),
-    ("mixtral-8x7b", "total", "46.7", 1e9, "Mixtral of Experts (Jiang et al. 2024): 46.7B total"),
-    ("mixtral-8x7b", "active", "12.9", 1e9, "Jiang et al. 2024: 12.9B active per token"),
+    ("mixtral-8x7b", "total", "46.7", 1e9, "Mistral AI's Mixtral 8x7B release: 46.7B total"),
+    ("mixtral-8x7b", "active", "12.9", 1e9, "Mistral AI's Mixtral 8x7B release: 12.9B active per token"),
     ("qwen3-30b-a3b", "total", "30.5", 1e9, "Qwen3-30B-A3B model card: 30.5B total"),
     ("qwen3-30b-a3b", "active", "3.3", 1e9, "Qwen3-30B-A3B model card: 3.3B activated"),
     ("deepseek-v3", "total", "671", 1e9, "DeepSeek-V3 report: 671B total (without the MTP module)"),
