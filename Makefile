@@ -28,6 +28,7 @@ typecheck: install
 	$(VENV)/bin/mypy $(SRC)
 
 unit: install
+	$(VENV)/bin/mfu validate
 	$(PY) -m pytest -q
 
 test: lint typecheck unit

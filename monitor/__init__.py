@@ -28,6 +28,8 @@ _EXPORTS = {
     "flops_per_token": "monitor.model.flops",
     "count_params": "monitor.model.params",
     "detect_accelerator": "monitor.hardware.detect",
+    "training_memory": "monitor.model.memory",
+    "compute_optimal": "monitor.planning.scaling",
     "InputError": "monitor.errors",
 }
 
