@@ -207,3 +207,53 @@ def test_bad_sequence_length() -> None:
     for bad in (0, -3, 2.5, True):
         with pytest.raises(InputError, match="seq_len"):
             flops_per_token(spec, bad)  # type: ignore[arg-type]
+
+
+class _LoRALinear(torch.nn.Module):
+    """A LoRA-wrapped linear in PEFT's parameter layout: base_layer, lora_A.default, lora_B.default."""
+
+    def __init__(self, base: torch.nn.Linear, rank: int) -> None:
+        super().__init__()
+        self.base_layer = base
+        self.lora_A = torch.nn.ModuleDict({"default": torch.nn.Linear(base.in_features, rank, bias=False)})
+        self.lora_B = torch.nn.ModuleDict({"default": torch.nn.Linear(rank, base.out_features, bias=False)})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base_layer(x) + 0.5 * self.lora_B["default"](self.lora_A["default"](x))
+
+
+@pytest.mark.parametrize(("model_type", "targets"), [("llama", ("q_proj", "v_proj")), ("qwen3", ("o_proj",))])
+def test_lora_fine_tuning_matches_autograd(model_type: str, targets: tuple[str, ...]) -> None:
+    from monitor.model.flops import training_setup_from_parameters
+
+    raw = TINY_CONFIGS[model_type]
+    spec = spec_from_hf_config(raw)
+    model = build_model(raw)
+    model.requires_grad_(False)
+    for layer in model.model.layers:
+        for target in targets:
+            setattr(layer.self_attn, target, _LoRALinear(getattr(layer.self_attn, target), rank=3))
+    forward, backward = count_flops(model, SEQ)
+    setup = training_setup_from_parameters(spec, model.named_parameters())
+    assert set(setup.adapters.values()) == {3} and len(setup.adapters) == len(targets) * spec.num_layers
+    ours = flops_per_token(spec, SEQ, frozen=setup.frozen, adapters=setup.adapters)
+    assert _close(ours.forward, forward), (ours.forward, forward)
+    assert _close(ours.training, forward + backward), (ours.training, forward + backward)
+    assert ours.breakdown["adapters"] > 0
+
+
+def test_flops_for_model_reads_config_and_frozen_parameters() -> None:
+    from monitor.model.summary import flops_for_model
+
+    raw = TINY_CONFIGS["qwen2"]
+    model = build_model(raw)
+    for layer in model.model.layers[:2]:
+        layer.requires_grad_(False)
+    model.model.embed_tokens.requires_grad_(False)
+    forward, backward = count_flops(model, SEQ)
+    ours = flops_for_model(model, SEQ)
+    assert ours.method == "analytic" and ours.frozen
+    assert _close(ours.training, forward + backward)
+    bare = torch.nn.Sequential(torch.nn.Embedding(50, 16), torch.nn.Linear(16, 50))
+    measured = flops_for_model(bare, SEQ)
+    assert measured.method == "measured" and measured.forward == 2 * 16 * 50

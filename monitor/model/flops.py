@@ -28,8 +28,8 @@ et al. 2022).
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable
-from typing import Literal
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -40,7 +40,16 @@ from monitor.model.spec import ModelSpec
 Recompute = Literal["none", "full", "selective"]
 
 # Breakdown keys, in display order.
-COMPONENTS = ("attention_proj", "attention_scores", "mlp", "experts", "shared_experts", "router", "lm_head")
+COMPONENTS = (
+    "attention_proj",
+    "attention_scores",
+    "mlp",
+    "experts",
+    "shared_experts",
+    "router",
+    "lm_head",
+    "adapters",
+)
 
 
 class FlopsPerToken(BaseModel):
@@ -87,8 +96,11 @@ def attended_keys(seq_len: int, window: int | None, causal: bool) -> float:
 class _Graph:
     """A token's path through the model, walked the way autograd walks it, summing matmul FLOPs."""
 
-    def __init__(self, trainable: Callable[[str], bool], names: set[str]) -> None:
+    def __init__(
+        self, trainable: Callable[[str], bool], names: set[str], adapters: Mapping[str, int] | None = None
+    ) -> None:
         self.trainable = trainable
+        self.adapters = dict(adapters or {})  # weight group -> LoRA rank
         self.names = names  # canonical names that exist (biases only where the model has them)
         self.rg: dict[str, bool] = {}  # tensor -> depends on something trainable (needs a gradient)
         self.forward: dict[str, float] = dict.fromkeys(COMPONENTS, 0.0)
@@ -104,12 +116,24 @@ class _Graph:
         bias = weight + ".bias"
         return self.trainable(weight) or (bias in self.names and self.trainable(bias))
 
-    def matmul(self, out: str, x: str, weight: str, flops: float, component: str) -> None:
-        """y = x·W (+ b): ``flops`` forward; backward ``flops`` for dx if needed, same for dW if trainable."""
+    def matmul(
+        self, out: str, x: str, weight: str, n_in: int, n_out: int, component: str, times: int = 1
+    ) -> None:
+        """y = x·W (+ b), W n_in x n_out, ``times`` per token (top-k experts).
+
+        Forward 2·n_in·n_out; backward the same again for dx when x needs a gradient, and again for dW when W
+        trains. A LoRA adapter on W (rank r: y += x·A·B) adds 2·r·(n_in + n_out) forward and, backward, dB and
+        d(xA) (2·r·n_out each), dA (2·r·n_in) and, when x needs it, dx through A (2·r·n_in).
+        """
+        flops = 2.0 * n_in * n_out * times
         x_rg, w_rg = self.rg[x], self.trainable(weight)
         self.forward[component] += flops
         self.backward += flops * (int(x_rg) + int(w_rg))
-        self.rg[out] = x_rg or self._trains(weight)
+        rank = self.adapters.get(weight, 0)
+        if rank:
+            self.forward["adapters"] += 2.0 * rank * (n_in + n_out) * times
+            self.backward += 2.0 * rank * (2 * n_out + n_in + (n_in if x_rg else 0)) * times
+        self.rg[out] = x_rg or self._trains(weight) or bool(rank)
 
     def product(self, out: str, a: str, b: str, flops: float, component: str) -> None:
         """y = a·b of two activations (attention): one backward matmul per operand that needs a gradient."""
@@ -126,31 +150,31 @@ def _attention(g: _Graph, spec: ModelSpec, p: str, x: str, keys: float) -> str:
     """Attention of layer prefix ``p`` on input ``x``; returns the output tensor name."""
     h, nh, nkv, d, dv = spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.v_head_dim
     if spec.mla is None:
-        g.matmul("q", x, p + "q", 2 * h * nh * d, "attention_proj")
-        g.matmul("k", x, p + "k", 2 * h * nkv * d, "attention_proj")
-        g.matmul("v", x, p + "v", 2 * h * nkv * dv, "attention_proj")
+        g.matmul("q", x, p + "q", h, nh * d, "attention_proj")
+        g.matmul("k", x, p + "k", h, nkv * d, "attention_proj")
+        g.matmul("v", x, p + "v", h, nkv * dv, "attention_proj")
         if spec.qk_norm != "none":
             g.elementwise("q", ["q"], p + "q_norm")
             g.elementwise("k", ["k"], p + "k_norm")
     else:
         mla = spec.mla
         if mla.q_lora_rank is None:
-            g.matmul("q", x, p + "q", 2 * h * nh * d, "attention_proj")
+            g.matmul("q", x, p + "q", h, nh * d, "attention_proj")
         else:
             r = mla.q_lora_rank
-            g.matmul("q_a", x, p + "q_a", 2 * h * r, "attention_proj")
+            g.matmul("q_a", x, p + "q_a", h, r, "attention_proj")
             g.elementwise("q_a", ["q_a"], p + "q_a_norm")
-            g.matmul("q", "q_a", p + "q", 2 * r * nh * d, "attention_proj")
+            g.matmul("q", "q_a", p + "q", r, nh * d, "attention_proj")
         kvr = mla.kv_lora_rank
-        g.matmul("kv_a", x, p + "kv_a", 2 * h * (kvr + mla.qk_rope_head_dim), "attention_proj")
+        g.matmul("kv_a", x, p + "kv_a", h, kvr + mla.qk_rope_head_dim, "attention_proj")
         g.elementwise("c_kv", ["kv_a"], p + "kv_a_norm")
-        g.matmul("v", "c_kv", p + "kv_b", 2 * kvr * nh * (mla.qk_nope_head_dim + dv), "attention_proj")
+        g.matmul("v", "c_kv", p + "kv_b", kvr, nh * (mla.qk_nope_head_dim + dv), "attention_proj")
         g.elementwise("k", ["v", "kv_a"])  # k = [k_nope from kv_b, k_rope from kv_a]
     # Eager attention: scores Q·Kᵀ and values P·V, per query head (GQA repeats K/V; the FLOPs are per query
     # head).
     g.product("scores", "q", "k", 2 * nh * d * keys, "attention_scores")
     g.product("attn", "scores", "v", 2 * nh * dv * keys, "attention_scores")
-    g.matmul("attn_out", "attn", p + "o", 2 * nh * dv * h, "attention_proj")
+    g.matmul("attn_out", "attn", p + "o", nh * dv, h, "attention_proj")
     return "attn_out"
 
 
@@ -158,34 +182,34 @@ def _mlp(g: _Graph, spec: ModelSpec, p: str, x: str, moe_layer: bool) -> str:
     h = spec.hidden_size
     if not moe_layer:
         i = spec.intermediate_size
-        g.matmul("up", x, p + "up", 2 * h * i, "mlp")
+        g.matmul("up", x, p + "up", h, i, "mlp")
         if spec.mlp_gated:
-            g.matmul("gate", x, p + "gate", 2 * h * i, "mlp")
+            g.matmul("gate", x, p + "gate", h, i, "mlp")
             g.elementwise("up", ["up", "gate"])
-        g.matmul("mlp_out", "up", p + "down", 2 * i * h, "mlp")
+        g.matmul("mlp_out", "up", p + "down", i, h, "mlp")
         return "mlp_out"
     moe = spec.moe
     assert moe is not None
-    g.matmul("router", x, p + "router", 2 * h * moe.num_experts, "router")
+    g.matmul("router", x, p + "router", h, moe.num_experts, "router")
     g.elementwise("routing_weights", ["router"])
     ie, k = moe.expert_intermediate_size, moe.top_k
     # Each token runs through top_k experts (eager experts: one gather + matmuls per expert hit).
-    g.matmul("e_up", x, p + "experts.up", k * 2 * h * ie, "experts")
+    g.matmul("e_up", x, p + "experts.up", h, ie, "experts", times=k)
     if spec.mlp_gated:
-        g.matmul("e_gate", x, p + "experts.gate", k * 2 * h * ie, "experts")
+        g.matmul("e_gate", x, p + "experts.gate", h, ie, "experts", times=k)
         g.elementwise("e_up", ["e_up", "e_gate"])
-    g.matmul("e_out", "e_up", p + "experts.down", k * 2 * ie * h, "experts")
+    g.matmul("e_out", "e_up", p + "experts.down", ie, h, "experts", times=k)
     g.elementwise("e_out", ["e_out", "routing_weights"])
     outputs = ["e_out"]
     if moe.shared_intermediate_size:
         si = moe.shared_intermediate_size
-        g.matmul("s_up", x, p + "shared.up", 2 * h * si, "shared_experts")
+        g.matmul("s_up", x, p + "shared.up", h, si, "shared_experts")
         if spec.mlp_gated:
-            g.matmul("s_gate", x, p + "shared.gate", 2 * h * si, "shared_experts")
+            g.matmul("s_gate", x, p + "shared.gate", h, si, "shared_experts")
             g.elementwise("s_up", ["s_up", "s_gate"])
-        g.matmul("s_out", "s_up", p + "shared.down", 2 * si * h, "shared_experts")
+        g.matmul("s_out", "s_up", p + "shared.down", si, h, "shared_experts")
         if moe.shared_expert_gate:
-            g.matmul("s_scale", x, p + "shared_gate", 2 * h, "router")
+            g.matmul("s_scale", x, p + "shared_gate", h, 1, "router")
             g.elementwise("s_out", ["s_out", "s_scale"])
         outputs.append("s_out")
     g.elementwise("mlp_out", outputs)
@@ -236,6 +260,7 @@ def flops_per_token(
     sliding_window: bool | None = None,
     recompute: bool | Recompute = False,
     frozen: Iterable[str] | None = None,
+    adapters: Mapping[str, int] | None = None,
 ) -> FlopsPerToken:
     """Forward, training and hardware FLOPs per token of ``spec`` on sequences of ``seq_len`` tokens.
 
@@ -245,6 +270,9 @@ def flops_per_token(
     ``recompute``: ``True``/``"full"`` or ``"selective"`` activation recomputation (hardware FLOPs only).
     ``frozen``: canonical parameter names or glob patterns that do not train (no weight gradient); see
     :mod:`monitor.model.params` for the names and :func:`frozen_from_param_names` to map Hugging Face names.
+    ``adapters``: weight groups carrying trainable LoRA adapters, mapped to their rank (their matmuls are
+    counted under ``adapters``; the group's output needs a gradient even when its weight is frozen). Use
+    :func:`training_setup_from_parameters` to read ``frozen`` and ``adapters`` off a model.
     """
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
         raise InputError(
@@ -254,7 +282,11 @@ def flops_per_token(
     windowed = causal if sliding_window is None else sliding_window
     patterns, trainable = _frozen_predicate(spec, frozen)
 
-    g = _Graph(trainable, set(param_sizes(spec)))
+    names = set(param_sizes(spec))
+    unknown = sorted(set(adapters or {}) - names)
+    if unknown:
+        raise InputError("adapters", f"no weight group named {unknown[0]!r}", "use names like 'layers.0.q'")
+    g = _Graph(trainable, names, adapters)
     h, v = spec.hidden_size, spec.vocab_size
     g.leaf("x", "embedding")
     if spec.position_embeddings:
@@ -285,11 +317,12 @@ def flops_per_token(
             else:
                 recomputed += g.forward["attention_scores"] - before["attention_scores"]
     g.elementwise("x", ["x"], "final_norm" if spec.final_norm else None)
-    g.matmul("logits", "x", "embedding" if spec.tie_word_embeddings else "lm_head", 2 * h * v, "lm_head")
+    g.matmul("logits", "x", "embedding" if spec.tie_word_embeddings else "lm_head", h, v, "lm_head")
 
     forward = sum(g.forward.values())
     training = forward + g.backward
-    breakdown = {k: val for k, val in g.forward.items() if val or k in COMPONENTS[:3] or k == "lm_head"}
+    core = ("attention_proj", "attention_scores", "mlp", "lm_head")
+    breakdown = {k: val for k, val in g.forward.items() if val or k in core}
     return FlopsPerToken(
         forward=forward,
         training=training,
@@ -356,8 +389,47 @@ def frozen_from_param_names(spec: ModelSpec, names: Iterable[str]) -> list[str]:
     return out
 
 
+class TrainingSetup(BaseModel):
+    """What trains, read off a model: the ``frozen`` and ``adapters`` arguments of :func:`flops_per_token`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    frozen: tuple[str, ...] = ()
+    adapters: dict[str, int] = {}
+
+
+def training_setup_from_parameters(
+    spec: ModelSpec, named_parameters: Iterable[tuple[str, Any]]
+) -> TrainingSetup:
+    """Frozen groups and LoRA adapters from ``model.named_parameters()`` (duck-typed: no torch import).
+
+    A parameter with ``requires_grad=False`` freezes its group; a trainable
+    ``...<module>.lora_A.<name>.weight`` (PEFT's layout, rank = its first dimension) marks ``<module>``'s
+    group as adapted. With LoRA on a fused tensor (``qkv_proj``, ``c_attn``, ``gate_up_proj``) each group
+    it holds is charged a full adapter, which overstates the adapter FLOPs slightly (rank ≪ hidden size:
+    well under 1% of the total).
+    """
+    frozen: list[str] = []
+    adapters: dict[str, int] = {}
+    known = set(param_sizes(spec))
+    for name, param in named_parameters:
+        parts = name.split(".")
+        if "lora_A" in parts:
+            if getattr(param, "requires_grad", True):
+                base = ".".join(parts[: parts.index("lora_A")]) + ".weight"
+                for group in _canonical(spec, base):
+                    if group in known:
+                        adapters[group] = int(param.shape[0])
+            continue
+        if not getattr(param, "requires_grad", True):
+            frozen += [g for g in _canonical(spec, name) if g in known and g not in frozen]
+    return TrainingSetup(frozen=tuple(frozen), adapters=adapters)
+
+
 def _canonical(spec: ModelSpec, name: str) -> list[str]:
-    parts = name.split(".")
+    parts = [
+        t for t in name.split(".") if t != "base_layer"
+    ]  # PEFT keeps the wrapped weight under base_layer
     suffix = ".bias" if parts and parts[-1] == "bias" else ""
     if parts and parts[-1] in ("weight", "bias"):
         parts = parts[:-1]

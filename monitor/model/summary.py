@@ -134,3 +134,35 @@ def figures_for(
         ) from None
     name = raw.get("_name_or_path") or str(model_type)
     return ModelFigures(model=name, model_type=str(model_type), params=params, flops_per_token=flops)
+
+
+def flops_for_model(
+    model: Any,
+    seq_len: int,
+    *,
+    spec: ModelSpec | None = None,
+    causal: bool = False,
+    recompute: bool | Recompute = False,
+) -> FlopsPerToken:
+    """FLOPs per token of a live model, with what it actually trains (for the live monitor).
+
+    With a ``spec`` (or a Hugging Face ``model.config`` of a supported type) the analytic model is used, with
+    frozen groups and LoRA adapters read from ``model.named_parameters()`` (``requires_grad``). Otherwise the
+    module is measured once on the meta device (:func:`monitor.model.measure.measure_module`, which raises
+    ``MeasureError`` when it cannot run there). Neither path touches the real device or copies weights.
+    """
+    config = getattr(model, "config", None)
+    if spec is None and config is not None and hasattr(config, "to_dict"):
+        raw = load_config_dict(config)
+        if raw.get("model_type") in SUPPORTED_MODEL_TYPES:
+            spec = spec_from_hf_config(raw)
+    if spec is None:
+        from monitor.model.measure import measure_module
+
+        return measure_module(model, seq_len)
+    from monitor.model.flops import training_setup_from_parameters
+
+    setup = training_setup_from_parameters(spec, model.named_parameters())
+    return flops_per_token(
+        spec, seq_len, causal=causal, recompute=recompute, frozen=setup.frozen, adapters=setup.adapters
+    )
