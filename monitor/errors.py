@@ -9,7 +9,8 @@ from __future__ import annotations
 class InputError(ValueError):
     """Bad input from a user: a config field, a CLI flag, a file.
 
-    ``field`` names what is wrong (``num_attention_heads``, ``--seq-len``, ``config.json``) and ``fix`` says what to do.
+    ``field`` names what is wrong (``num_attention_heads``, ``--seq-len``, ``config.json``) and ``fix`` says
+    what to do.
     """
 
     def __init__(self, field: str, problem: str, fix: str | None = None) -> None:
@@ -23,7 +24,7 @@ class InputError(ValueError):
 
 
 def describe_validation_error(error: object) -> str:
-    """One line for a pydantic ``ValidationError``: the first failing field, its problem, and the count of others."""
+    """One line for a pydantic ``ValidationError``: the first failing field, its problem, how many others."""
     errors = error.errors() if hasattr(error, "errors") else []
     if not errors:
         return str(error)

@@ -1,7 +1,7 @@
-"""The JSONL run log's records (../shared/CONTRACTS.md, "Run log"): one JSON object a line, told apart by ``event``.
+"""The JSONL run log's records (CONTRACTS.md, "Run log"): one JSON object a line, told apart by ``event``.
 
-Shared by the writer (``monitor.export.runlog``) and the readers (``monitor.analysis``). Extra fields are allowed and
-kept, so that later versions can add to a record without breaking older readers.
+Shared by the writer (``monitor.export.runlog``) and the readers (``monitor.analysis``). Extra fields are
+allowed and kept, so that later versions can add to a record without breaking older readers.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class StepRecord(_Record):
     tokens: int = Field(ge=0, description="tokens this rank processed in this step")
     step_seconds: float = Field(ge=0)
     model_flops: float = Field(ge=0, description="model FLOPs this rank did in this step")
-    mfu: float | None = Field(None, ge=0, description="this step's MFU on this rank; null if the peak is unknown")
+    mfu: float | None = Field(None, ge=0, description="this step's MFU on this rank; null without a peak")
 
 
 class AlertRecord(_Record):

@@ -1,8 +1,8 @@
 """The `mfu` command line: parses arguments, calls the library, formats results. No logic lives here.
 
-Each subcommand is a module ``monitor/cli/cmd_<name>.py`` with ``register(subparsers)``; it sets ``run`` as the
-parser default, a function ``(args) -> int``. Known bad input (``InputError``, pydantic validation, unreadable files)
-becomes one line on stderr and exit code 2; ``--debug`` shows the traceback instead.
+Each subcommand is a module ``monitor/cli/cmd_<name>.py`` with ``register(subparsers)``; it sets ``run``
+as the parser default, a function ``(args) -> int``. Known bad input (``InputError``, pydantic validation,
+unreadable files) becomes one line on stderr and exit code 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations

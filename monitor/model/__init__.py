@@ -1,1 +1,1 @@
-"""The architecture and what it costs: ModelSpec, Hugging Face config import, FLOPs, parameters, memory. Pure: no torch."""
+"""The architecture and what it costs: ModelSpec, HF config import, FLOPs, parameters, memory. No torch."""
