@@ -467,10 +467,10 @@ def spec_from_hf_config(config: Any, *, name: str | None = None) -> ModelSpec:
     """
     raw = load_config_dict(config)
     model_type = raw.get("model_type")
-    if model_type in ("gemma3", "llama4", "mistral3") and isinstance(raw.get("text_config"), dict):
-        # Multimodal wrappers: the language model is described by text_config.
-        raw = {"model_type": "gemma3_text" if model_type == "gemma3" else None, **raw["text_config"]}
-        model_type = raw.get("model_type")
+    if model_type == "gemma3" and isinstance(raw.get("text_config"), dict):
+        # Gemma 3 multimodal checkpoints: the language model is text_config (the vision tower is not counted).
+        raw = {**raw["text_config"], "model_type": "gemma3_text"}
+        model_type = "gemma3_text"
     if not isinstance(model_type, str) or not model_type:
         raise InputError(
             "model_type", "missing", f"set model_type to one of: {', '.join(SUPPORTED_MODEL_TYPES)}"
