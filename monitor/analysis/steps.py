@@ -11,6 +11,7 @@ Conventions (../shared/CONTRACTS.md, "analyze"):
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,40 +89,12 @@ def peaks_by_rank(log: RunLog, override: float | None = None) -> dict[int, float
 
 def build_step_table(log: RunLog, peak_override: float | None = None) -> StepTable:
     """Merge the run's records by step index. ``peak_override`` (FLOP/s per device) fills ranks without a
-    peak."""
+    peak.
+
+    Memory: the columns are viewed in place (``np.frombuffer``) and each is gathered into sorted order only
+    while it is being reduced, so the peak stays near three 8-byte arrays per record beside the columns."""
     cols = log.columns
-    rank = np.frombuffer(cols.rank, dtype=np.int64) if len(cols) else np.zeros(0, np.int64)
-    step = np.frombuffer(cols.step, dtype=np.int64) if len(cols) else np.zeros(0, np.int64)
-    time = np.frombuffer(cols.time, dtype=np.float64) if len(cols) else np.zeros(0)
-    tokens = np.frombuffer(cols.tokens, dtype=np.float64) if len(cols) else np.zeros(0)
-    seconds = np.frombuffer(cols.seconds, dtype=np.float64) if len(cols) else np.zeros(0)
-    flops = np.frombuffer(cols.flops, dtype=np.float64) if len(cols) else np.zeros(0)
-    span = np.frombuffer(cols.span, dtype=np.int64) if len(cols) else np.zeros(0, np.int64)
-
-    # sort by step, then rank, then arrival (lexsort is stable and sorts by the last key first)
-    order = np.lexsort((np.arange(rank.shape[0]), rank, step))
-    rank, step = rank[order], step[order]
-    first = np.ones(order.shape[0], dtype=bool)
-    if order.shape[0] > 1:
-        first[1:] = (step[1:] != step[:-1]) | (rank[1:] != rank[:-1])
-    keep = order[first]
-    repeated = int(order.shape[0] - keep.shape[0])
-    rank, step = rank[first], step[first]
-    time, tokens, seconds, flops, span = time[keep], tokens[keep], seconds[keep], flops[keep], span[keep]
-
-    peak_of = peaks_by_rank(log, peak_override)
-    if peak_of:
-        known_ranks = np.fromiter(peak_of.keys(), dtype=np.int64, count=len(peak_of))
-        known_peaks = np.fromiter(peak_of.values(), dtype=np.float64, count=len(peak_of))
-        sorter = np.argsort(known_ranks)
-        known_ranks, known_peaks = known_ranks[sorter], known_peaks[sorter]
-        pos = np.clip(np.searchsorted(known_ranks, rank), 0, known_ranks.shape[0] - 1)
-        peak = np.where(known_ranks[pos] == rank, known_peaks[pos], np.nan)
-    else:
-        peak = np.full(rank.shape[0], np.nan)
-
-    n = step.shape[0]
-    if n == 0:
+    if len(cols) == 0:
         empty_f = np.zeros(0)
         empty_i = np.zeros(0, np.int64)
         return StepTable(
@@ -129,33 +102,72 @@ def build_step_table(log: RunLog, peak_override: float | None = None) -> StepTab
             rec_rank=empty_i,
             rec_step_row=empty_i,
             rec_seconds=empty_f,
-            repeated=repeated,
+            repeated=0,
         )
+    rank = np.frombuffer(cols.rank, dtype=np.int64)
+    step = np.frombuffer(cols.step, dtype=np.int64)
+
+    # sort by step, then rank, then arrival: a stable sort on one combined key (rank < 2**20, step < 2**43)
+    if int(rank.max()) >= 1 << 20 or int(step.max()) >= 1 << 43:
+        order = np.lexsort((rank, step))  # stable too, slower
+    else:
+        order = np.argsort((step << 20) | rank, kind="stable")
+    sorted_step = step[order]
+    sorted_rank = rank[order]
+    first = np.ones(order.shape[0], dtype=bool)
+    first[1:] = (sorted_step[1:] != sorted_step[:-1]) | (sorted_rank[1:] != sorted_rank[:-1])
+    keep = order[first]
+    del order
+    repeated = int(first.shape[0] - keep.shape[0])
+    rec_rank = sorted_rank[first]
+    sorted_step = sorted_step[first]
+    del sorted_rank, first
+
+    n = keep.shape[0]
     boundary = np.ones(n, dtype=bool)
-    boundary[1:] = step[1:] != step[:-1]
+    boundary[1:] = sorted_step[1:] != sorted_step[:-1]
     starts = np.flatnonzero(boundary)
     row = np.cumsum(boundary) - 1
+    del boundary
+    steps = sorted_step[starts]
+    del sorted_step
 
-    step_seconds = np.maximum.reduceat(seconds, starts)
+    def reduce(column: array, ufunc: np.ufunc, dtype: type) -> np.ndarray:
+        return ufunc.reduceat(np.frombuffer(column, dtype=dtype)[keep], starts)
+
+    rec_seconds = np.frombuffer(cols.seconds, dtype=np.float64)[keep]
+    step_seconds = np.maximum.reduceat(rec_seconds, starts)
     # slowest rank: within each step, the record whose seconds equals the max (first such rank)
-    is_max = seconds == step_seconds[row]
-    idx = np.flatnonzero(is_max)
+    idx = np.flatnonzero(rec_seconds == step_seconds[row])
     slow_rows, first_idx = np.unique(row[idx], return_index=True)
     slowest = np.zeros(starts.shape[0], dtype=np.int64)
-    slowest[slow_rows] = rank[idx[first_idx]]
+    slowest[slow_rows] = rec_rank[idx[first_idx]]
+    del idx
+
+    peak_of = peaks_by_rank(log, peak_override)
+    if peak_of:
+        known_ranks = np.fromiter(peak_of.keys(), dtype=np.int64, count=len(peak_of))
+        known_peaks = np.fromiter(peak_of.values(), dtype=np.float64, count=len(peak_of))
+        sorter = np.argsort(known_ranks)
+        known_ranks, known_peaks = known_ranks[sorter], known_peaks[sorter]
+        pos = np.clip(np.searchsorted(known_ranks, rec_rank), 0, known_ranks.shape[0] - 1)
+        peak = np.add.reduceat(np.where(known_ranks[pos] == rec_rank, known_peaks[pos], np.nan), starts)
+        del pos
+    else:
+        peak = np.full(starts.shape[0], np.nan)
 
     return StepTable(
-        step=step[starts],
-        span=np.maximum.reduceat(span, starts),
-        time_end=np.maximum.reduceat(time, starts),
+        step=steps,
+        span=reduce(cols.span, np.maximum, np.int64),
+        time_end=reduce(cols.time, np.maximum, np.float64),
         seconds=step_seconds,
-        tokens=np.add.reduceat(tokens, starts),
-        flops=np.add.reduceat(flops, starts),
-        peak=np.add.reduceat(peak, starts),
+        tokens=reduce(cols.tokens, np.add, np.float64),
+        flops=reduce(cols.flops, np.add, np.float64),
+        peak=peak,
         nranks=np.diff(np.append(starts, n)),
         slowest_rank=slowest,
-        rec_rank=rank,
+        rec_rank=rec_rank,
         rec_step_row=row,
-        rec_seconds=seconds,
+        rec_seconds=rec_seconds,
         repeated=repeated,
     )
