@@ -10,8 +10,8 @@ compact JSON, one record a line), then runs, in shuffled order each round and ea
   its median and p10/p90).
 Each child times its work only (its imports come first) and reports its peak resident memory
 (``ru_maxrss``) and that after its imports, so the growth is the work's own. Reported: medians and the
-spread over rounds, and the median of
-the paired differences (variant - ours) per round (benchmarks need pandas: ``pip install pandas``).
+spread over rounds, and the median of the paired differences (variant - ours) per round.
+Needs pandas (``pip install pandas``), which the package itself does not use.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def main() -> None:
     size_mb = path.stat().st_size / 1e6
     print(
         f"log: {args.records:,} step records, {args.ranks} ranks, {size_mb:.0f} MB; "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
 
     variants = ["ours", "pandas_read", "pandas_summary"]
@@ -158,7 +158,8 @@ def main() -> None:
         rss = statistics.median(r["maxrss_mb"] for r in results[name])
         base = statistics.median(r["base_mb"] for r in results[name])
         print(
-            f"{name:16} {statistics.median(secs):9.2f} {min(secs):7.2f} {max(secs):7.2f} {rss:12.0f} {rss - base:10.0f}"
+            f"{name:16} {statistics.median(secs):9.2f} {min(secs):7.2f} {max(secs):7.2f} "
+            f"{rss:12.0f} {rss - base:10.0f}"
         )
     for name in ("pandas_read", "pandas_summary"):
         diffs = [p["seconds"] - o["seconds"] for p, o in zip(results[name], results["ours"], strict=True)]
