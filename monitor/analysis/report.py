@@ -114,6 +114,9 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def _when(unix: float) -> str:
+    # imports of logs without a wall clock (Trainer, Lightning) count seconds from the start of training
+    if unix < 1e9:
+        return f"t+{fmt(unix, 's')}"
     return dt.datetime.fromtimestamp(unix, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
