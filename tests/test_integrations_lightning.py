@@ -277,3 +277,19 @@ def test_pytorch_lightning_package() -> None:
 
     trainer.fit(PlMlp(), train_dataloaders=loader(batches))
     assert cb.last_snapshot is not None and cb.last_snapshot.steps == 2 and cb.last_snapshot.tokens_total == 8
+
+
+@pytest.mark.slow
+def test_two_ranks_ddp_spawn(tmp_path: Path) -> None:
+    """Two CPU processes (gloo): each rank's records carry its own rank, the world size 2, and its tokens."""
+    log = tmp_path / "run.jsonl"
+    cb = MFUCallback(peak_flops=PEAK, log_path=log, run="pl-ddp", warmup_steps=1)
+    trainer = make_trainer([cb], devices=2, strategy="ddp_spawn", max_steps=3)
+    batches = [padded_batch(i, BATCH, 16) for i in range(16)]
+    trainer.fit(LlamaModule(), train_dataloaders=loader(batches))
+    records = read_log(log)  # both ranks append to one file
+    assert sorted(r["rank"] for r in records["run_start"]) == [0, 1]
+    assert {r["world_size"] for r in records["run_start"]} == {2}
+    for end in records["run_end"]:
+        assert end["steps"] == 3 and end["tokens"] == 3 * ACCUM * BATCH * 16
+    assert len(records["step"]) == 2 * 3
