@@ -192,3 +192,16 @@ def test_cli_lists_presets(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _cli(capsys, "flops", "--list", "--json")
     names = [p["name"] for p in json.loads(out)["presets"]]
     assert code == 0 and "deepseek-v3" in names and names == sorted(names)
+
+
+def test_cli_other_model_types(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    measured = tmp_path / "starcoder2.json"
+    measured.write_text(json.dumps({**TINY_CONFIGS["llama"], "model_type": "starcoder2"}))
+    code, out, _ = _cli(capsys, "flops", "--config", str(measured), "--seq-len", "11", "--json")
+    assert code == 0 and json.loads(out)["method"] == "measured"
+    code, _, err = _cli(capsys, "flops", "--config", str(measured), "--seq-len", "11", "--causal")
+    assert code == 2 and "--causal" in err and err.count("\n") == 1
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"model_type": "no_such_family"}))
+    code, _, err = _cli(capsys, "flops", "--config", str(unknown), "--seq-len", "11")
+    assert code == 2 and err.startswith("mfu flops: error: model_type:") and err.count("\n") == 1

@@ -148,9 +148,11 @@ def build_meta_model(config: Any) -> Any:
         model_type = raw.pop("model_type", None)
         try:
             config = AutoConfig.for_model(model_type, **raw)
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError):
             raise InputError(
-                "model_type", f"{model_type!r} is unknown to transformers ({exc})"[:200], "check it"
+                "model_type",
+                f"{model_type!r} is unknown to transformers",
+                "check the spelling, or update transformers",
             ) from None
     config._attn_implementation = "eager"
     config._experts_implementation = "eager"

@@ -117,7 +117,7 @@ def figures_for(
         return figures_for_spec(spec_from_hf_config(raw), seq_len, **conventions)
     if importlib.util.find_spec("transformers") is None:
         spec_from_hf_config(raw)  # raises the InputError listing the supported types
-    if causal or recompute or frozen:
+    if causal or recompute not in (False, None, "none") or frozen:
         raise InputError(
             "model_type",
             f"{model_type!r} is measured on the meta device, which counts full attention and all weights",
