@@ -24,6 +24,7 @@ installed, ``PLMFUCallback`` is the same callback for ``pytorch_lightning.Traine
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import warnings
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -46,11 +47,11 @@ __all__ = ["MFUCallback"]
 
 
 def _framework() -> ModuleType:
-    for name in ("lightning.pytorch", "pytorch_lightning"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
+    """``lightning.pytorch`` when the ``lightning`` package is installed, else ``pytorch_lightning``. An error
+    while importing an installed package propagates as it is (it is not a missing package)."""
+    for package, module in (("lightning", "lightning.pytorch"), ("pytorch_lightning", "pytorch_lightning")):
+        if importlib.util.find_spec(package) is not None:
+            return importlib.import_module(module)
     raise ImportError("integrations.lightning needs lightning: pip install 'mfu-monitor[lightning]'")
 
 

@@ -3,6 +3,9 @@ token-weighted length, option checking, the Hugging Face config inside a wrapper
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -120,3 +123,30 @@ def test_find_hf_config_in_a_wrapper() -> None:
     wrapper = torch.nn.Sequential(torch.nn.Identity(), backbone)
     assert find_hf_config(wrapper) is backbone.config
     assert find_hf_config(torch.nn.Linear(2, 2)) is None
+
+
+def _imported_packages(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value.split(".")[0])  # importlib.import_module("...") targets
+    return names
+
+
+@pytest.mark.parametrize(
+    ("module", "forbidden"),
+    [
+        ("_common.py", {"transformers", "lightning", "pytorch_lightning", "accelerate"}),
+        ("__init__.py", {"transformers", "lightning", "pytorch_lightning", "accelerate", "torch"}),
+        ("hf_trainer.py", {"lightning", "pytorch_lightning", "accelerate"}),
+        ("lightning.py", {"transformers", "accelerate"}),
+    ],
+)
+def test_each_integration_needs_only_its_framework(module: str, forbidden: set[str]) -> None:
+    path = Path(__file__).resolve().parents[1] / "integrations" / module
+    assert not (_imported_packages(path) & forbidden)
