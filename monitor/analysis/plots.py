@@ -85,8 +85,9 @@ def timeline_png(summary: RunSummary, table: StepTable) -> bytes:
             warmup_end = float(x[in_warmup].max())
     for ax, (name, values, threshold) in zip(axes, panels, strict=True):
         xm, ym, lo, hi = bucket(x, values)
-        ax.fill_between(xm, lo, hi, color=_COLORS[0], alpha=0.18, linewidth=0)
-        ax.plot(xm, ym, color=_COLORS[0], linewidth=1.0)
+        # steps-pre: a value holds from the previous point's end to its own end (a step, or a logged interval)
+        ax.fill_between(xm, lo, hi, color=_COLORS[0], alpha=0.18, linewidth=0, step="pre")
+        ax.plot(xm, ym, color=_COLORS[0], linewidth=1.0, drawstyle="steps-pre")
         if np.isfinite(threshold):
             ax.axhline(threshold, color="#d62728", linestyle="--", linewidth=1.0, label="threshold")
         for episode in summary.low_mfu_episodes:
