@@ -34,7 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from monitor.errors import InputError
-from monitor.model.params import layer_param_sizes, param_sizes
+from monitor.model.params import param_sizes
 from monitor.model.spec import ModelSpec
 
 Recompute = Literal["none", "full", "selective"]
@@ -110,11 +110,10 @@ class _Graph:
         self.rg[out] = self._trains(weight)
 
     def _trains(self, weight: str | None) -> bool:
-        """Whether a weight group or its bias trains (either makes its output need a gradient)."""
+        """Whether a weight group or its bias exists and trains (either makes its output need a gradient)."""
         if weight is None:
             return False
-        bias = weight + ".bias"
-        return self.trainable(weight) or (bias in self.names and self.trainable(bias))
+        return any(name in self.names and self.trainable(name) for name in (weight, weight + ".bias"))
 
     def matmul(
         self, out: str, x: str, weight: str, n_in: int, n_out: int, component: str, times: int = 1
@@ -227,13 +226,12 @@ def _normalize_recompute(recompute: bool | str) -> Recompute:
 
 
 def _frozen_predicate(
-    spec: ModelSpec, frozen: Iterable[str] | None
+    names: set[str], frozen: Iterable[str] | None
 ) -> tuple[tuple[str, ...], Callable[[str], bool]]:
     """Trainable-name predicate, from glob patterns of frozen ones (``layers.0.*``, ``embedding``)."""
     patterns = tuple(frozen or ())
     if not patterns:
         return (), lambda name: True
-    names = list(param_sizes(spec))
     frozen_names: set[str] = set()
     for pattern in patterns:
         if pattern in names:  # an exact group name: that weight only (its bias is ``<name>.bias``)
@@ -280,9 +278,8 @@ def flops_per_token(
         )
     mode = _normalize_recompute(recompute)
     windowed = causal if sliding_window is None else sliding_window
-    patterns, trainable = _frozen_predicate(spec, frozen)
-
     names = set(param_sizes(spec))
+    patterns, trainable = _frozen_predicate(names, frozen)
     unknown = sorted(set(adapters or {}) - names)
     if unknown:
         raise InputError("adapters", f"no weight group named {unknown[0]!r}", "use names like 'layers.0.q'")
@@ -298,17 +295,16 @@ def flops_per_token(
         before = dict(g.forward)
         window = spec.window(layer) if windowed else None
         keys = attended_keys(seq_len, window, causal)
-        has = set(_layer_parts(spec, layer))
-        g.elementwise("a_in", ["x"], p + "attn_norm" if "attn_norm" in has else None)
+        g.elementwise("a_in", ["x"], p + "attn_norm")
         a = _attention(g, spec, p, "a_in", keys)
-        g.elementwise(a, [a], p + "attn_out_norm" if "attn_out_norm" in has else None)
+        g.elementwise(a, [a], p + "attn_out_norm")
         if spec.parallel_residual:
-            g.elementwise("m_in", ["x"], p + "mlp_norm" if "mlp_norm" in has else None)
+            g.elementwise("m_in", ["x"], p + "mlp_norm")
         else:
             g.elementwise("x", ["x", a])
-            g.elementwise("m_in", ["x"], p + "mlp_norm" if "mlp_norm" in has else None)
+            g.elementwise("m_in", ["x"], p + "mlp_norm")
         m = _mlp(g, spec, p, "m_in", spec.is_moe_layer(layer))
-        g.elementwise(m, [m], p + "mlp_out_norm" if "mlp_out_norm" in has else None)
+        g.elementwise(m, [m], p + "mlp_out_norm")
         g.elementwise("x", ["x", a, m] if spec.parallel_residual else ["x", m])
         if mode != "none" and g.rg["x"]:
             # Backward reaches this layer, so its checkpointed forward runs again.
@@ -316,7 +312,7 @@ def flops_per_token(
                 recomputed += sum(g.forward[c] - before[c] for c in COMPONENTS)
             else:
                 recomputed += g.forward["attention_scores"] - before["attention_scores"]
-    g.elementwise("x", ["x"], "final_norm" if spec.final_norm else None)
+    g.elementwise("x", ["x"], "final_norm")
     g.matmul("logits", "x", "embedding" if spec.tie_word_embeddings else "lm_head", h, v, "lm_head")
 
     forward = sum(g.forward.values())
@@ -334,10 +330,6 @@ def flops_per_token(
         recompute=mode,
         frozen=patterns,
     )
-
-
-def _layer_parts(spec: ModelSpec, layer: int) -> list[str]:
-    return list(layer_param_sizes(spec, layer))
 
 
 # Hugging Face parameter names -> canonical names
