@@ -273,3 +273,30 @@ def test_reader_keeps_compact_columns(tmp_path: Path) -> None:
     # 7 columns x 8 bytes = 56 B a record, plus the arrays' growth slack; the chunk being parsed is a constant
     per_record = (large_peak - small_peak) / (large_n - small_n)
     assert per_record < 150, f"{per_record:.0f} bytes per record"
+
+
+def test_log_of_a_real_monitor_run(tmp_path: Path) -> None:
+    """The live MFUMonitor writes the log; analyze must find every optimizer step and every token fed."""
+    torch = pytest.importorskip("torch")
+    from monitor.live.monitor import MFUMonitor
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(32, 8), torch.nn.Linear(8, 32))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    log = tmp_path / "live.jsonl"
+    steps, batch, seq, fpt = 25, 4, 16, 1000.0
+    with MFUMonitor(model, opt, flops_per_token=fpt, peak_flops=1e9, log_path=log, run="live", log_every=5):
+        for _ in range(steps):
+            x = torch.randint(0, 32, (batch, seq))
+            loss = torch.nn.functional.cross_entropy(model(x).view(-1, 32), x.view(-1))
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    result = analyze([log], AnalyzeOptions(warmup=0))
+    assert result.analysis.skipped_total == 0
+    run = result.analysis.runs[0]
+    assert run.steps == steps and run.tokens == steps * batch * seq
+    (table,) = result.tables
+    assert float(table.flops.sum()) == pytest.approx(fpt * steps * batch * seq)
+    assert run.mfu.overall == pytest.approx(fpt * steps * batch * seq / (float(table.seconds.sum()) * 1e9))
