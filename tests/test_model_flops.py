@@ -170,16 +170,21 @@ def test_causal_and_sliding_windows_count_tokens_actually_attended(model_type: s
     keys = _attended_from_masks(raw, seq_len)
     assert len(keys) == spec.num_layers
     ours = flops_per_token(spec, seq_len, causal=True)
-    assert ours.breakdown["attention_scores"] == pytest.approx(per_key * sum(keys))
+    # The masks' key counts, each query's own (diagonal) key counted half: half of S×S without a window.
+    assert ours.breakdown["attention_scores"] == pytest.approx(per_key * sum(k - 0.5 for k in keys))
+    if spec.layer_windows is None:
+        assert ours.breakdown["attention_scores"] == pytest.approx(
+            flops_per_token(spec, seq_len).breakdown["attention_scores"] / 2
+        )
     full = flops_per_token(spec, seq_len)
     assert full.breakdown["attention_scores"] == pytest.approx(per_key * seq_len * spec.num_layers)
 
 
 def test_attended_keys_formula() -> None:
     assert attended_keys(8, None, causal=False) == 8
-    assert attended_keys(8, None, causal=True) == 4.5  # (S+1)/2
-    assert attended_keys(8, 3, causal=True) == (1 + 2 + 3 * 6) / 8
-    assert attended_keys(8, 100, causal=True) == 4.5
+    assert attended_keys(8, None, causal=True) == 4  # half of S×S: (S+1)/2 in the mask, diagonal counted half
+    assert attended_keys(8, 3, causal=True) == (1 + 2 + 3 * 6) / 8 - 0.5
+    assert attended_keys(8, 100, causal=True) == 4
 
 
 def test_measure_module_matches_flop_counter_and_respects_frozen() -> None:

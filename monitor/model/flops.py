@@ -11,8 +11,10 @@ Forward FLOPs per token:
 - attention per layer and head costs 2·K·d_qk for the scores (Q·Kᵀ) plus 2·K·d_v for the values (P·V), with K
   the keys each query is charged for. Default (``causal=False``): K = S, the full S×S matrix that eager
   attention computes and that PaLM's 6N + 12·L·H·Q·T counts. ``causal=True``: K = the tokens each query
-  actually attends, averaged over the sequence: (S+1)/2 without a window, mean(min(i, W)) for i = 1..S with a
-  sliding window W.
+  actually attends, averaged over the sequence, with the diagonal (each query's own key) counted as half, so
+  that a causal mask costs exactly half of S×S (CONTRACTS: ``--causal`` halves the score terms):
+  S/2 without a window, mean(min(i, W)) - 1/2 for i = 1..S with a sliding window W. (The mask itself holds
+  (S+1)/2 keys per query; the half-diagonal convention differs from it by 1/(S+1) of the score terms.)
 
 Backward: every matmul y = x·W costs one matmul for dL/dx (when x depends on something trainable) and one for
 dL/dW (when W is trainable) — so training = 3 x forward when everything trains. With frozen parameters, the
@@ -81,16 +83,17 @@ class FlopsPerToken(BaseModel):
 def attended_keys(seq_len: int, window: int | None, causal: bool) -> float:
     """Keys each query is charged for, averaged over a sequence of ``seq_len`` tokens.
 
-    Full attention: S (or min(S, W) with a window). Causal: query i (1-based) attends min(i, W) keys, so the
-    mean is (S+1)/2 without a window and (W(W+1)/2 + (S-W)·W) / S with one (W < S).
+    Full attention: S (or min(S, W) with a window). Causal: query i (1-based) attends min(i, W) keys, its own
+    among them; counting that diagonal key as half gives S/2 without a window (exactly half of S×S, as
+    CONTRACTS' ``--causal`` prescribes) and (W(W+1)/2 + (S-W)·W) / S - 1/2 with one (W < S).
     """
     s = seq_len
     if not causal:
         return float(s if window is None else min(s, window))
     if window is None or window >= s:
-        return (s + 1) / 2
+        return s / 2
     w = window
-    return (w * (w + 1) / 2 + (s - w) * w) / s
+    return (w * (w + 1) / 2 + (s - w) * w) / s - 0.5
 
 
 class _Graph:
