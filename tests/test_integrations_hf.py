@@ -81,8 +81,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     cb = MFUTrainerCallback(peak_flops=PEAK, registry=registry, log_path=log, warmup_steps=1, run="hf-test")
     probe = Probe(registry, cb)
     model = tiny_llama()
-    args = _args(tmp)
-    trainer = Trainer(model=model, args=args, train_dataset=Samples(), callbacks=[cb, probe])
+    args = _args(tmp, eval_strategy="steps", eval_steps=2, per_device_eval_batch_size=4)
+    # Evaluation after steps 2 and 4 runs the model too (under no_grad): its tokens must not count.
+    trainer = Trainer(
+        model=model, args=args, train_dataset=Samples(), eval_dataset=Samples(), callbacks=[cb, probe]
+    )
     trainer.train()
     return {"cb": cb, "probe": probe, "log": read_log(log), "trainer": trainer, "model": model}
 
@@ -95,6 +98,8 @@ def test_steps_equal_optimizer_steps(trained: dict[str, Any]) -> None:
 
 
 def test_tokens_count_every_micro_batch(trained: dict[str, Any]) -> None:
+    evaluations = [h for h in trained["trainer"].state.log_history if "eval_loss" in h]
+    assert len(evaluations) == 2  # evaluation ran after steps 2 and 4; its batches are not counted
     steps = trained["log"]["step"]
     assert [s["tokens"] for s in steps] == [ACCUM * BATCH * SEQ] * STEPS
     # The Trainer's own count (a device sync per micro-batch we never make) agrees.
@@ -185,3 +190,31 @@ def test_options_checked_when_the_callback_is_built() -> None:
         MFUTrainerCallback(peak_flop=1e12)
     with pytest.raises(InputError, match="optimizer"):
         MFUTrainerCallback(optimizer=object())
+
+
+def test_gradient_checkpointing_counts_recompute_in_hfu_only(tmp_path: Path) -> None:
+    """Hardware FLOPs with HF gradient checkpointing lie between what FlopCounterMode counts with it on
+    (PyTorch's checkpoint stops recomputing once the last saved tensor backward needs is rebuilt) and
+    training + one more full forward; model FLOPs (MFU) stay those without recomputation."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.set_num_threads(1)
+    batch = padded_batch(0, BATCH, SEQ)
+    tokens = batch["input_ids"].numel()
+    probe = tiny_llama()
+    with FlopCounterMode(display=False) as forward_only, torch.no_grad():
+        probe(input_ids=batch["input_ids"])
+    plain = training_flops(probe, batch) / tokens
+    probe.train()
+    probe.gradient_checkpointing_enable()
+    checkpointed = training_flops(probe, batch) / tokens
+    upper = plain + forward_only.get_total_flops() / tokens
+
+    cb = MFUTrainerCallback(peak_flops=PEAK, registry=CollectorRegistry(), run="hf-gc", warmup_steps=0)
+    args = _args(tmp_path, gradient_checkpointing=True, max_steps=2, gradient_accumulation_steps=1)
+    Trainer(model=tiny_llama(), args=args, train_dataset=Samples(), callbacks=[cb]).train()
+    snap = cb.last_snapshot
+    assert snap is not None and snap.flops_per_token is not None and snap.hardware_flops_per_token is not None
+    assert snap.flops_per_token == pytest.approx(plain, rel=1e-9)
+    assert plain < checkpointed <= snap.hardware_flops_per_token <= upper
+    assert snap.hfu is not None and snap.mfu is not None and snap.hfu > snap.mfu

@@ -39,12 +39,17 @@ class LlamaModule(L.LightningModule):
         super().__init__()
         self.model = tiny_llama()
         self.fail_at = fail_at
+        self.val_batches = 0
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.fail_at is not None and batch_idx == self.fail_at:
             raise RuntimeError("boom")
         out: torch.Tensor = self.model(**batch).loss
         return out
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.val_batches += 1
+        self.model(**batch)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=1e-3)
@@ -107,8 +112,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     probe = Probe(registry, cb)
     module = LlamaModule()
     batches = llm_batches(STEPS * ACCUM + 3)  # more than the run uses: max_steps stops it
-    trainer = make_trainer([cb, probe])
-    trainer.fit(module, train_dataloaders=loader(batches))
+    # Validation every 4 training batches runs the model too (without grad): its tokens must not count.
+    trainer = make_trainer(
+        [cb, probe], val_check_interval=4, limit_val_batches=2, check_val_every_n_epoch=None
+    )
+    trainer.fit(module, train_dataloaders=loader(batches), val_dataloaders=loader(llm_batches(2)))
     return {
         "cb": cb,
         "probe": probe,
@@ -125,6 +133,7 @@ def test_one_step_per_optimizer_step(trained: dict[str, Any]) -> None:
 
 
 def test_tokens_count_every_micro_batch(trained: dict[str, Any]) -> None:
+    assert trained["module"].val_batches == 4  # validation ran twice, its batches are not counted
     fed = trained["fed"]
     steps = trained["log"]["step"]
     for k, s in enumerate(steps):
