@@ -300,3 +300,32 @@ def test_log_of_a_real_monitor_run(tmp_path: Path) -> None:
     (table,) = result.tables
     assert float(table.flops.sum()) == pytest.approx(fpt * steps * batch * seq)
     assert run.mfu.overall == pytest.approx(fpt * steps * batch * seq / (float(table.seconds.sum()) * 1e9))
+
+
+def test_chunk_fast_path_keeps_the_same_records_as_record_by_record(tmp_path: Path, monkeypatch) -> None:
+    from monitor.analysis import read
+
+    spec = RunSpec(world=4, steps=3000, alerts=0)
+    recs = records(spec)
+    lines = [json.dumps(r) for r in recs]
+    # a second run whose rank 2 clock jumps back mid-file: the chunk holding it goes record by record
+    other = [dict(r, run="other") for r in recs if r["event"] == "step" and r["step"] < 2000]
+    other[3000]["time"] = spec.t0
+    lines += [json.dumps(r) for r in other]
+    log = tmp_path / "mixed.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    taken = []
+    original = read._take_clean_steps
+    monkeypatch.setattr(
+        read, "_take_clean_steps", lambda *a, **k: taken.append(original(*a, **k)) or taken[-1]
+    )
+    fast = read.read_logs([log])
+    assert True in taken and False in taken  # both paths ran
+    monkeypatch.setattr(read, "_take_clean_steps", lambda *args, **kwargs: False)
+    slow = read.read_logs([log])
+    assert fast.skipped == slow.skipped == {"clock_backwards": 1}
+    for name in ("llama-test", "other"):
+        a, b = fast.runs[name], slow.runs[name]
+        for column in ("rank", "step", "time", "tokens", "seconds", "flops", "span"):
+            assert getattr(a.columns, column) == getattr(b.columns, column), (name, column)
+        assert a.derived_peaks == b.derived_peaks and a.files == b.files
