@@ -10,9 +10,10 @@
 What it takes from the trainer (``on_train_begin``, after the optimizer is created and the model placed): the
 model (hooked: its forward pre-hook counts the tokens of every micro-batch, padding from ``attention_mask``;
 the FLOPs model comes from ``model.config``), the compute dtype from ``TrainingArguments`` (``bf16`` -> bf16,
-``fp16`` -> fp16, ``tf32`` -> tf32; none set: the parameters decide), ``gradient_checkpointing`` (->
-``recompute="full"``, for HFU), and rank and world size (checked against ``args.process_index`` /
-``args.world_size``). Keyword arguments go to ``MFUMonitor`` and win over what is taken from the trainer.
+``fp16`` -> fp16, ``tf32`` -> tf32; none set: the parameters decide), ``activation_checkpointing`` (or the
+older ``gradient_checkpointing``; -> ``recompute="full"``, for HFU), and rank and world size (checked
+against ``args.process_index`` / ``args.world_size``). Keyword arguments go to ``MFUMonitor`` and win over
+what is taken from the trainer.
 
 A step is closed by ``on_step_end``, which the Trainer calls once per optimizer step, after all
 ``gradient_accumulation_steps`` micro-batches and also when a mixed-precision scaler skipped the update, so
@@ -61,7 +62,9 @@ class MFUTrainerCallback(TrainerCallback):
         if self._open or model is None:
             return  # one monitor per train() call
         options = dict(self.monitor_kwargs)
-        if args.gradient_checkpointing and "recompute" not in options:
+        # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name mirrors it)
+        checkpointing = getattr(args, "activation_checkpointing", None) or args.gradient_checkpointing
+        if checkpointing and "recompute" not in options:
             # HF gradient checkpointing reruns every decoder layer's forward in backward: hardware FLOPs (HFU)
             # count it; model FLOPs (MFU) never do.
             options["recompute"] = "full"

@@ -206,12 +206,15 @@ def test_gradient_checkpointing_counts_recompute_in_hfu_only(tmp_path: Path) -> 
         probe(input_ids=batch["input_ids"])
     plain = training_flops(probe, batch) / tokens
     probe.train()
-    probe.gradient_checkpointing_enable()
+    getattr(probe, "activation_checkpointing_enable", probe.gradient_checkpointing_enable)()
     checkpointed = training_flops(probe, batch) / tokens
     upper = plain + forward_only.get_total_flops() / tokens
 
     cb = MFUTrainerCallback(peak_flops=PEAK, registry=CollectorRegistry(), run="hf-gc", warmup_steps=0)
-    args = _args(tmp_path, gradient_checkpointing=True, max_steps=2, gradient_accumulation_steps=1)
+    name = "activation_checkpointing"  # transformers 5's name for gradient_checkpointing
+    if name not in TrainingArguments.__dataclass_fields__:
+        name = "gradient_checkpointing"
+    args = _args(tmp_path, max_steps=2, gradient_accumulation_steps=1, **{name: True})
     Trainer(model=tiny_llama(), args=args, train_dataset=Samples(), callbacks=[cb]).train()
     snap = cb.last_snapshot
     assert snap is not None and snap.flops_per_token is not None and snap.hardware_flops_per_token is not None
