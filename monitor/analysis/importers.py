@@ -215,8 +215,11 @@ def write_records(records: list[BaseModel], out: str | os.PathLike[str]) -> Path
 def _run_name(path: Path, options: ImportOptions, fallback: str) -> str:
     if options.run:
         return options.run
-    stem = path.parent.name if path.stem in ("trainer_state", "metrics") else path.stem
-    return stem or fallback
+    if path.stem in ("trainer_state", "metrics"):
+        # <output_dir>/checkpoint-N/trainer_state.json, <save_dir>/<name>/version_N/metrics.csv
+        parts = [p for p in (path.parent.parent.name, path.parent.name) if p]
+        return "/".join(parts) or fallback
+    return path.stem or fallback
 
 
 def _devices(options: ImportOptions, from_log: int | None, imported_notes: list[str]) -> int:
