@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from monitor.cli._output import add_json_flag, console, print_json
+from monitor.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,7 +66,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"mfu analyze: warning: {warning}", file=sys.stderr)
     html_path = None
     if args.html:
-        from monitor.analysis.report import write_html
+        try:
+            from monitor.analysis.report import write_html
+        except ImportError as exc:  # matplotlib is the optional "plots" extra
+            raise InputError(
+                "--html", f"the report needs matplotlib ({exc})", "pip install 'mfu-monitor[plots]'"
+            ) from exc
 
         html_path = str(write_html(result, args.html))
     if args.json:
