@@ -183,12 +183,14 @@ class StepTokens:
         self._length_known = True
         self.real: int | None = 0
         self.batches = 0
+        self.counted = 0
 
     def add(self, count: BatchCount | None) -> None:
         self.batches += 1
         if count is None:
             self.real = None
             return
+        self.counted += 1
         self.tokens += count.tokens
         if count.seq_len is None:
             self._length_known = False

@@ -106,8 +106,9 @@ class _MFUCallbackLogic:
         if count is None and not self._warned_uncounted:
             self._warned_uncounted = True
             warnings.warn(
-                f"mfu-monitor: cannot count tokens in a batch of type {type(batch).__name__}: tokens/s and "
-                "MFU stay at zero — pass MFUCallback(tokens_fn=lambda batch: number_of_tokens)",
+                f"mfu-monitor: cannot count tokens in a batch of type {type(batch).__name__}; steps without "
+                "a countable batch use what the module's forward hook counted (nothing unless training_step "
+                "calls self(...)) — pass MFUCallback(tokens_fn=lambda batch: number_of_tokens)",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -117,7 +118,10 @@ class _MFUCallbackLogic:
             return  # accumulating: the optimizer has not stepped yet
         self._global_step = step
         acc = self._step_tokens
-        mon.step(tokens=acc.tokens, real_tokens=acc.real, seq_len=acc.seq_len)
+        if acc.counted:
+            mon.step(tokens=acc.tokens, real_tokens=acc.real, seq_len=acc.seq_len)
+        else:
+            mon.step()  # no batch of this step could be read: the forward hook's count, if any
         acc.reset()
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:

@@ -250,6 +250,33 @@ def test_tokens_fn_for_custom_batches() -> None:
     assert cb.last_snapshot is not None and cb.last_snapshot.tokens_total == 100 * ACCUM
 
 
+class IdsInAList(L.LightningModule):
+    """A batch the callback cannot read (a list of python ints), but training_step calls self(ids)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(16, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.emb(ids).sum()
+        return out
+
+    def training_step(self, batch: list[list[int]], batch_idx: int) -> torch.Tensor:
+        return self(torch.tensor(batch))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_unreadable_batches_fall_back_to_the_forward_hook() -> None:
+    torch.set_num_threads(1)
+    batches = [[[1, 2, 3], [4, 5, 6]] for _ in range(4)]  # 2 x 3 ids, as nested lists
+    cb = MFUCallback(flops_per_token=1.0, peak_flops=PEAK, registry=CollectorRegistry(), run="pl-hook")
+    with pytest.warns(RuntimeWarning, match="cannot count tokens"):
+        make_trainer([cb], max_steps=2).fit(IdsInAList(), train_dataloaders=loader(batches))
+    assert cb.last_snapshot is not None and cb.last_snapshot.tokens_total == 2 * ACCUM * 6
+
+
 def test_options_checked_when_the_callback_is_built() -> None:
     with pytest.raises(InputError, match="alert_bellow"):
         MFUCallback(alert_bellow=0.3)
