@@ -329,3 +329,31 @@ def test_chunk_fast_path_keeps_the_same_records_as_record_by_record(tmp_path: Pa
         for column in ("rank", "step", "time", "tokens", "seconds", "flops", "span"):
             assert getattr(a.columns, column) == getattr(b.columns, column), (name, column)
         assert a.derived_peaks == b.derived_peaks and a.files == b.files
+
+
+def test_hostile_values_are_counted_not_crashed_on(tmp_path: Path) -> None:
+    good = {
+        "time": 1.0,
+        "run": "r",
+        "rank": 0,
+        "event": "step",
+        "step": 1,
+        "tokens": 1,
+        "step_seconds": 1.0,
+        "model_flops": 1.0,
+    }
+    hostile = [
+        dict(good, event=[1]),  # unhashable event
+        dict(good, run={"a": 1}),  # unhashable run
+        dict(good, step=True),  # a bool is not a step index
+        dict(good, step=2**70),  # does not fit 64 bits
+        dict(good, tokens="5"),
+        dict(good, time=float("inf")),
+        dict(good, step_seconds=-1.0),
+        {"event": "run_start", "run": ["x"], "time": 1},
+    ]
+    log = tmp_path / "hostile.jsonl"
+    log.write_text("\n".join(json.dumps(r) for r in [good, *hostile]) + "\n")
+    logs = read_logs([log])
+    assert dict(logs.skipped) == {"bad_value": len(hostile)}
+    assert len(logs.runs["r"].columns) == 1

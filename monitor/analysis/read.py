@@ -45,6 +45,7 @@ SKIP_KINDS = (
 MAX_ALERTS_KEPT = 1000
 _CHUNK_BYTES = 1 << 20
 _NUMBER = frozenset((int, float))
+_INT_LIMIT = 1 << 62  # step, rank and span are stored as signed 64-bit integers
 
 
 @dataclass
@@ -156,10 +157,10 @@ def _take_clean_steps(
     try:
         rows = [_STEP_FIELDS(o) for o in objs]
         spans = [o.get("interval_steps", 1) for o in objs]
-    except (KeyError, TypeError, AttributeError):
-        return False
-    events, runs, ranks, steps, times, tokens, seconds, flops = zip(*rows, strict=True)
-    if set(events) != {"step"} or len(set(runs)) != 1 or type(runs[0]) is not str:
+        events, runs, ranks, steps, times, tokens, seconds, flops = zip(*rows, strict=True)
+        if set(events) != {"step"} or len(set(runs)) != 1 or type(runs[0]) is not str:
+            return False
+    except (KeyError, TypeError, AttributeError):  # not all dicts, a field missing, an unhashable value
         return False
     if not (
         set(map(type, ranks)) <= _INT
@@ -282,9 +283,9 @@ def _take(
             or type(tokens) not in _NUMBER
             or type(seconds) not in _NUMBER
             or type(flops) not in _NUMBER
-            or step < 0
-            or rank < 0
-            or span < 1
+            or not 0 <= step < _INT_LIMIT
+            or not 0 <= rank < _INT_LIMIT
+            or not 1 <= span < _INT_LIMIT
             or not (tokens >= 0 and seconds >= 0 and flops >= 0)  # also false for NaN
             or time - time != 0  # NaN or infinity
             or seconds == float("inf")
@@ -321,6 +322,9 @@ def _take(
         return
     if event is None:
         skipped["missing_field"] += 1
+        return
+    if type(event) is not str:
+        skipped["bad_value"] += 1
         return
     model = _OTHER_EVENTS.get(event)
     if model is None:
