@@ -336,3 +336,50 @@ def test_bad_files_are_one_line_errors(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["import", "wandb", str(junk), "--out", out])
     assert exit_info.value.code == 2
+
+
+def test_lightning_world_size_from_global_over_device_rates(tmp_path: Path) -> None:
+    """With 2 devices Lightning writes global rates = device rates x 2; tokens count both devices."""
+    with open(DATA / "lightning_metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        if row.get("train/device/samples_per_sec"):
+            row["train/samples_per_sec"] = str(2 * float(row["train/device/samples_per_sec"]))
+    path = tmp_path / "metrics.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*rows[0].keys(), "train/samples_per_sec"])
+        writer.writeheader()
+        writer.writerows(rows)
+    single = import_log("lightning-csv", DATA / "lightning_metrics.csv")
+    double = import_log("lightning-csv", path)
+    assert double.devices == 2
+    assert sum(i.tokens for i in double.intervals) == 2 * sum(i.tokens for i in single.intervals)
+    assert double.flops_per_token == single.flops_per_token
+
+
+def test_resumed_trainer_run_keeps_time_going_forward(tmp_path: Path) -> None:
+    """A resumed Trainer restarts train_runtime at 0: a new session, a new clock; time never goes back."""
+    history = [
+        {"loss": 1.0, "step": 10, "train_runtime": 10.0, "num_input_tokens_seen": 1000},
+        {"loss": 1.0, "step": 20, "train_runtime": 20.0, "num_input_tokens_seen": 2000},
+        # resumed from the step-20 checkpoint: the clock restarts, tokens continue from the checkpoint
+        {"loss": 1.0, "step": 30, "train_runtime": 12.0, "num_input_tokens_seen": 3000},
+        {"loss": 1.0, "step": 40, "train_runtime": 22.0, "num_input_tokens_seen": 4000},
+    ]
+    path = tmp_path / "trainer_state.json"
+    path.write_text(json.dumps({"log_history": history}))
+    imported = import_log("hf-trainer", path)
+    assert [(i.step, i.seconds, i.tokens) for i in imported.intervals] == [(20, 10.0, 1000), (40, 10.0, 1000)]
+    ends = [i.end_time for i in imported.intervals]
+    assert ends == sorted(ends) and ends[1] == 20.0 + 22.0
+
+
+def test_torchtitan_log_of_several_ranks_uses_the_lowest(tmp_path: Path) -> None:
+    text = (DATA / "torchtitan.log").read_text()
+    both = text + text.replace("[rank0]:", "[rank1]:")
+    path = tmp_path / "two.log"
+    path.write_text(both)
+    imported = import_log("torchtitan", path, ImportOptions(num_gpus=8))
+    single = import_log("torchtitan", DATA / "torchtitan.log", ImportOptions(num_gpus=8))
+    assert [i.tokens for i in imported.intervals] == [i.tokens for i in single.intervals]
+    assert any("rank 0" in note for note in imported.notes)
