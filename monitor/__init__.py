@@ -30,6 +30,7 @@ _EXPORTS = {
     "detect_accelerator": "monitor.hardware.detect",
     "training_memory": "monitor.model.memory",
     "compute_optimal": "monitor.planning.scaling",
+    "analyze": "monitor.analysis.summary",
     "InputError": "monitor.errors",
 }
 
