@@ -32,6 +32,23 @@ def rank_place() -> RankPlace:
     return RankPlace(env_rank, local, world)
 
 
+def initialized() -> bool:
+    """Whether torch.distributed is up (cheap: called at every log tick)."""
+    return _is_initialized()
+
+
+def _is_initialized() -> bool:
+    global _is_initialized
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover
+        return False
+    if not dist.is_available():
+        return False
+    _is_initialized = dist.is_initialized  # bind once: later calls go straight to torch
+    return bool(dist.is_initialized())
+
+
 def _dist() -> Any:
     """torch.distributed when available and initialised, else None."""
     try:

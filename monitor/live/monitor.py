@@ -19,17 +19,19 @@ inside the monitor is counted in ``training_monitor_errors_total``, warned about
 from __future__ import annotations
 
 import atexit
-import bisect
 import contextlib
 import hashlib
+import itertools
 import logging
 import math
 import os
 import signal
 import threading
 import time
-from collections import deque
+from bisect import bisect_left as _bisect_left
+from collections import Counter, deque
 from collections.abc import Callable
+from operator import itemgetter, sub
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from monitor.errors import InputError
 from monitor.hardware.nvml import GpuBackend, NullBackend
 from monitor.live.alert import AlertEvent, LowMfuAlert
 from monitor.live.distributed import Reducer, rank_place
+from monitor.live.distributed import initialized as dist_initialized
 from monitor.live.snapshot import Snapshot, WorldFigures
 from monitor.live.timing import HostTimer, TimerBackend, timer_for_device
 from monitor.live.tokens import DeferredCount, tokens_in
@@ -52,47 +55,23 @@ from monitor.live.window import (
 )
 
 log = logging.getLogger("monitor")
+_NO_FLOPS = (0.0, 0.0)
+_item1, _item2, _item6, _item7, _item8, _item9, _item10 = (itemgetter(i) for i in (1, 2, 6, 7, 8, 9, 10))
 
 _grad_enabled = torch.is_grad_enabled
 _perf = time.perf_counter
 
 
-class _Raw:
-    """A closed step as the hot path left it: markers and counts, nothing computed."""
-
-    __slots__ = (
-        "end_perf",
-        "forward_perf",
-        "index",
-        "marker",
-        "masks",
-        "prev",
-        "prev_end",
-        "real",
-        "tokens_by_len",
-    )
-
-    def __init__(
-        self,
-        index: int,
-        prev: Any,
-        marker: Any,
-        end_perf: float,
-        prev_end: float | None,
-        forward_perf: float | None,
-        tokens_by_len: dict[int, int],
-        masks: list[DeferredCount] | None,
-        real: int | None,
-    ) -> None:
-        self.index = index
-        self.prev = prev
-        self.marker = marker
-        self.end_perf = end_perf
-        self.prev_end = prev_end
-        self.forward_perf = forward_perf
-        self.tokens_by_len = tokens_by_len
-        self.masks = masks
-        self.real = real
+# A closed step as the hot path leaves it (a plain tuple: the cheapest thing to build per step):
+# (index, prev_marker, marker, end_perf, prev_end_perf, forward_perf, tokens, seq_len, other_lengths, masks,
+#  real_tokens). ``tokens`` were seen at ``seq_len``; micro-batches of other lengths go to ``other_lengths``.
+_Raw = tuple[
+    int, Any, Any, float, "float | None", "float | None", int, "int | None", "dict[int, int] | None", Any,
+    "int | None",
+]  # fmt: skip
+# A resolved step: (raw, seconds, (training, hardware) FLOPs per token); the raw tuple of a step with several
+# lengths or masks is flattened first. Turned into a StepSample only when someone reads it.
+_Resolved = tuple[_Raw, float, tuple[float, float]]
 
 
 class MFUMonitor:
@@ -175,6 +154,8 @@ class MFUMonitor:
             optimizer=optimizer,
         )
         self._lock = threading.RLock()
+        self._writer: Any = None
+        self._log_steps = False  # keep resolved steps for the run log
         self._closed = False
         self._measuring = False
         self._train_thread = threading.get_ident()  # re-read at the first step: the thread that trains
@@ -221,15 +202,18 @@ class MFUMonitor:
         self._prev_marker: Any = None
         self._prev_end_perf: float | None = None
         self._fwd_perf: float | None = None
-        self._tokens_by_len: dict[int, int] = {}
+        self._tok = 0  # tokens of this step at sequence length self._seq
+        self._seq: int | None = None
+        self._other: dict[int, int] | None = None  # micro-batches of other lengths (rare)
         self._masks: list[DeferredCount] | None = None
+        self._next_real: int | None = None  # real tokens given to step() by hand
         self._last_seq_len: int | None = seq_len
         self._pending: deque[_Raw] = deque()
         self._next_tick = self._perf0 + tick_seconds
 
         # Resolved state (under the lock).
-        self._samples: deque[StepSample] = deque(maxlen=max(window_steps, 256))
-        self._unlogged: list[StepSample] = []
+        self._resolved_steps: deque[_Resolved] = deque(maxlen=max(window_steps, 256))
+        self._unlogged: list[_Resolved] = []
         self._resolved = 0
         self._tokens_total = 0
         self._real_total = 0
@@ -239,9 +223,9 @@ class MFUMonitor:
         self._post_tokens = 0
         self._post_model_flops = 0.0
         self._post_seconds = 0.0
-        self._bucket_counts = [0] * len(STEP_BUCKETS)
+        self._bucket_counts = [0] * (len(STEP_BUCKETS) + 1)  # per bucket, the last one above all bounds
         self._dur_sum = 0.0
-        self._last_end_wall: float | None = None
+        self._last_end_perf: float | None = None
         self._last_seconds: float | None = None
         self._suspect_warned = False
         self._run_start_written = False
@@ -255,11 +239,11 @@ class MFUMonitor:
 
         # Exports. Each failure is counted and warned once; training goes on without that export.
         self._setup_prometheus(registry, port, addr, tls or {}, file_sd_dir)
-        self._writer = None
         if log_path is not None:
             from monitor.export.runlog import RunLogWriter
 
             self._writer = RunLogWriter(log_path, on_error=self._error, flush_seconds=flush_seconds)
+            self._log_steps = self._writer.enabled
             if self._seq_len_for_start() is not None:
                 self._write_run_start()
         self._view: Any = None
@@ -282,15 +266,20 @@ class MFUMonitor:
                     self._prev_marker = self._fwd_perf if self._host_timer else self._timer.mark()
             ids = kwargs.get("input_ids")
             if ids is not None:
-                n, s = ids.numel(), (ids.shape[-1] if ids.dim() else 1)
+                shape = ids.shape
+                n, s = ids.numel(), (shape[-1] if shape else 1)
             else:
                 counted = tokens_in(args, kwargs)
                 if counted is None:
                     return None
                 n, s = counted
-            by_len = self._tokens_by_len
-            by_len[s] = by_len.get(s, 0) + n
-            self._last_seq_len = s
+            if self._tok and s != self._seq:  # a micro-batch of another length in the same step
+                other = self._other if self._other is not None else {}
+                other[s] = other.get(s, 0) + n
+                self._other = other
+            else:
+                self._seq = s
+                self._tok += n
             mask = kwargs.get("attention_mask")
             if mask is not None and mask.dim() == 2 and mask.numel() == n:
                 if self._masks is None:
@@ -301,9 +290,35 @@ class MFUMonitor:
         return None
 
     def _post_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        """Optimizer step post-hook: closes the step (all micro-batches since the last one)."""
+        """Optimizer step post-hook: closes the step (all micro-batches since the last one).
+
+        The hot path, kept inline: one clock read (or event record), one tuple appended, counters reset."""
         try:
-            self._close_step(None, None)
+            now = _perf()
+            if self._closed:
+                return
+            prev = self._prev_marker
+            if prev is None:
+                prev = self._start_marker
+            n = self._nsteps
+            marker = now if self._host_timer else self._timer.mark()
+            self._pending.append(
+                (
+                    n, prev, marker, now, self._prev_end_perf, self._fwd_perf, self._tok, self._seq,
+                    self._other, self._masks, self._next_real,
+                )
+            )  # fmt: skip
+            self._prev_marker = marker
+            self._prev_end_perf = now
+            self._fwd_perf = None
+            self._tok = 0
+            self._other = None
+            self._masks = None
+            self._nsteps = n = n + 1
+            if n % self._log_every == 0:
+                self._tick(reduce=True)
+            elif now >= self._next_tick:
+                self._tick(reduce=False)
         except Exception as exc:
             self._error("optimizer hook", exc)
 
@@ -321,149 +336,241 @@ class MFUMonitor:
         try:
             if tokens is not None:
                 s = seq_len or self._seq_len_override or self._last_seq_len or 1
-                self._tokens_by_len = {s: tokens}
-                self._masks = None
-            self._close_step(None, real_tokens)
+                self._tok, self._seq, self._other, self._masks = tokens, s, None, None
+            self._next_real = real_tokens
+            self._post_hook(None, None, None)
+            self._next_real = None
         except Exception as exc:
             self._error("step()", exc)
-
-    def _close_step(self, _unused: None, real: int | None) -> None:
-        if self._closed:
-            return
-        now = _perf()
-        if self._nsteps == 0:
-            self._train_thread = threading.get_ident()
-        marker = now if self._host_timer else self._timer.mark()
-        prev = self._prev_marker
-        if prev is None:
-            prev = self._start_marker
-        self._pending.append(
-            _Raw(
-                self._nsteps,
-                prev,
-                marker,
-                now,
-                self._prev_end_perf,
-                self._fwd_perf,
-                self._tokens_by_len,
-                self._masks,
-                real,
-            )
-        )
-        self._prev_marker = marker
-        self._prev_end_perf = now
-        self._fwd_perf = None
-        self._tokens_by_len = {}
-        self._masks = None
-        self._nsteps += 1
-        if self._nsteps % self._log_every == 0:
-            self._tick(reduce=True)
-        elif now >= self._next_tick:
-            self._tick(reduce=False)
 
     # --- log time ---
     def _tick(self, *, reduce: bool) -> None:
         """Log interval, on the training thread: resolve, write the run log, alert, reduce across ranks."""
         try:
-            self._next_tick = _perf() + self._tick_seconds
-            snap = self.snapshot()
+            self._train_thread = threading.get_ident()  # ticks run on the thread that trains
+            now = _perf()
+            self._next_tick = now + self._tick_seconds
+            with self._lock:
+                self._resolve(True)
+                mfu = self._window_mfu(now)
+                cumulative = None
+                if self._post_seconds > 0 and self._fpt_cache:
+                    cumulative = utilization(self._post_model_flops / self._post_seconds, self.peak_flops)
             self._write_pending_steps()
-            self._check_suspect(snap)
-            event = self._alert.update(snap.mfu, snap.last_step_time or time.time())
+            if not self._suspect_warned and any(v is not None and v > 1.0 for v in (mfu, cumulative)):
+                self._warn_suspect(mfu if mfu is not None else cumulative)
+            event = self._alert.update(mfu, self._last_end_wall or time.time())
             if event is not None:
                 self._emit_alert(event)
-            if reduce:
-                self._exchange(snap)
+            if reduce and dist_initialized():
+                self._exchange(self.snapshot())
         except Exception as exc:
             self._error("log interval", exc)
 
-    def _resolve(self, training_thread: bool) -> None:
-        """Turn closed steps whose markers are complete into samples (under the lock).
+    def _window_mfu(self, now_perf: float) -> float | None:
+        """Windowed MFU straight from the resolved records, for log ticks (cheaper than a snapshot).
 
-        A FLOPs model measured on the meta device runs the model, so it is measured only on the training
-        thread (at a log tick); until then, a scrape leaves steps of an unmeasured sequence length pending.
+        The same window as ``window.select_window``: the last ``window_steps`` post-warm-up steps that ended
+        within ``window_seconds``, at least the latest one.
+        """
+        if self.peak_flops is None or self._flops_source is None:
+            return None
+        seconds = flops = 0.0
+        taken = 0
+        for rec in reversed(self._resolved_steps):
+            raw, sec, fpt = rec
+            if raw[0] < self._warmup:
+                break  # warm-up steps come first: nothing older is in the window
+            if taken and now_perf - raw[3] > self._window_seconds:
+                break
+            seconds += sec
+            flops += raw[6] * fpt[0]
+            taken += 1
+            if taken >= self._window_steps:
+                break
+        if not taken or seconds <= 0 or not flops:
+            return None
+        return utilization(flops / seconds, self.peak_flops)
+
+    def _resolve(self, training_thread: bool) -> None:
+        """Turn closed steps into resolved records, in batches at log ticks and scrapes (under the lock).
+
+        Per-step work here is done with comprehensions and C builtins: it is the monitor's main cost after
+        the hooks. With CUDA events, only steps whose events are complete are taken. A FLOPs model measured
+        on the meta device runs the model, so it is measured only on the training thread; until then, a
+        scrape leaves steps of an unmeasured sequence length pending.
         """
         pending = self._pending
-        while pending:
-            raw = pending[0]
-            if not training_thread and self._needs_measure(raw):
-                break
-            seconds = self._timer.elapsed(raw.prev, raw.marker)
-            if seconds is None:
-                break
-            pending.popleft()
-            self._add_sample(raw, seconds)
+        if not pending:
+            return
+        batch: list[_Raw] = list(pending)  # one atomic copy: the training thread may append meanwhile
+        cache = self._fpt_cache
+        override = self._seq_len_override
+        if self._flops_source is not None and self._flops_source[0] == "measured" and not training_thread:
+            for i, r in enumerate(batch):
+                lengths = [r[7], *(r[8] or ())]
+                if any(x is not None and (override or x) not in cache for x in lengths):
+                    batch = batch[:i]
+                    break
+        if self._host_timer:  # perf_counter is monotonic: end - start is never negative
+            seconds = list(map(sub, map(_item2, batch), map(_item1, batch)))
+        else:
+            elapsed = self._timer.elapsed
+            seconds = []
+            for r in batch:
+                got = elapsed(r[1], r[2])
+                if got is None:
+                    break
+                seconds.append(got)
+            batch = batch[: len(seconds)]
+        if not batch:
+            return
+        if training_thread and len(batch) == len(pending):
+            pending.clear()  # only the training thread appends: nothing can arrive meanwhile
+        else:
+            for _ in batch:
+                pending.popleft()
+        self._absorb(batch, seconds)
 
-    def _add_sample(self, raw: _Raw, seconds: float) -> None:
-        tokens = 0
-        model_flops = hw_flops = 0.0
-        flops_known = True
-        seq_len = None
-        for s, n in raw.tokens_by_len.items():
-            tokens += n
-            fpt = self._fpt(s)
-            if fpt is None:
-                flops_known = False
+    def _absorb(self, batch: list[_Raw], seconds: list[float]) -> None:
+        """Resolved steps into the totals, the histogram and the recent records.
+
+        A record is ``(raw, seconds, (training, hardware) FLOPs per token)``: the hot path's own tuple is
+        kept as it is (no per-step object built here); StepSamples are made only when someone reads them.
+        """
+        lengths = set(map(_item7, batch))
+        if len(lengths) == 1 and not any(map(_item8, batch)) and not any(map(_item9, batch)):
+            # The common case, in C-level passes: one sequence length, no attention masks.
+            (length,) = lengths
+            fpt = (self._fpt(length) or _NO_FLOPS) if length is not None else _NO_FLOPS
+            records: list[_Resolved] = list(zip(batch, seconds, itertools.repeat(fpt)))
+            tokens = sum(map(_item6, batch))
+            model_flops, hw_flops = tokens * fpt[0], tokens * fpt[1]
+            if batch[0][0] >= self._warmup:
+                post = (tokens, model_flops, math.fsum(seconds))
             else:
-                model_flops += n * fpt[0]
-                hw_flops += n * fpt[1]
-            seq_len = s
-        real = raw.real
-        if raw.masks:
-            try:
-                real = sum(m.read() for m in raw.masks)
-            except Exception as exc:
-                self._error("attention_mask count", exc)
-                real = None
-        if not flops_known:
-            model_flops = hw_flops = 0.0
-        end_wall = self._wall0 + (raw.end_perf - self._perf0)
-        fwd_wall = None if raw.forward_perf is None else self._wall0 + (raw.forward_perf - self._perf0)
-        # Host time from the previous step's end to this step's first forward: waiting for input (issue 9).
-        wait = None
-        if raw.forward_perf is not None and raw.prev_end is not None:
-            wait = max(0.0, raw.forward_perf - raw.prev_end)
-        warm = raw.index < self._warmup
-        sample = StepSample(
-            step=raw.index,
-            tokens=tokens,
-            real_tokens=real,
-            seq_len=seq_len,
-            seconds=seconds,
-            end_time=end_wall,
-            forward_start_time=fwd_wall,
-            input_wait_seconds=wait,
-            model_flops=model_flops,
-            hardware_flops=hw_flops,
-            warmup=warm,
-        )
-        self._samples.append(sample)
-        self._unlogged.append(sample)
-        self._resolved += 1
+                post = self._post_sums(records)
+            with_real = any(map(_item10, batch))
+        else:
+            records = [self._normalised(r, sec) for r, sec in zip(batch, seconds, strict=True)]
+            tokens = sum(rec[0][6] for rec in records)
+            model_flops = math.fsum(rec[0][6] * rec[2][0] for rec in records)
+            hw_flops = math.fsum(rec[0][6] * rec[2][1] for rec in records)
+            post = self._post_sums(records)
+            with_real = any(rec[0][10] is not None for rec in records)
+        self._resolved_steps.extend(records)
+        if self._log_steps:
+            self._unlogged.extend(records)
+        self._resolved += len(records)
         self._tokens_total += tokens
-        if real is not None:
-            self._real_total += real
-            self._masked_tokens += tokens
         self._model_flops_total += model_flops
         self._hw_flops_total += hw_flops
-        if not warm:
-            self._post_tokens += tokens
-            self._post_model_flops += model_flops
-            self._post_seconds += seconds
-        i = bisect.bisect_left(STEP_BUCKETS, seconds)
-        for j in range(i, len(self._bucket_counts)):
-            self._bucket_counts[j] += 1
-        self._dur_sum += seconds
-        self._last_end_wall = end_wall
-        self._last_seconds = seconds
+        self._post_tokens += post[0]
+        self._post_model_flops += post[1]
+        self._post_seconds += post[2]
+        if with_real:
+            given = [(rec[0][6], rec[0][10]) for rec in records if rec[0][10] is not None]
+            self._real_total += sum(x for _, x in given)
+            self._masked_tokens += sum(t for t, _ in given)
+        counts = self._bucket_counts
+        for i, k in Counter(map(_bisect_left, itertools.repeat(STEP_BUCKETS), seconds)).items():
+            counts[i] += k  # per bucket; cumulated at snapshot time
+        self._dur_sum += math.fsum(seconds)
+        last_raw, last_seconds, _ = records[-1]
+        self._last_end_perf = last_raw[3]
+        self._last_seconds = last_seconds
+        if last_raw[7] is not None:
+            self._last_seq_len = last_raw[7]
 
-    def _needs_measure(self, raw: _Raw) -> bool:
-        src = self._flops_source
-        if src is None or src[0] != "measured":
-            return False
-        if self._seq_len_override:
-            return self._seq_len_override not in self._fpt_cache
-        return any(s not in self._fpt_cache for s in raw.tokens_by_len)
+    def _post_sums(self, records: list[_Resolved]) -> tuple[int, float, float]:
+        """(tokens, model FLOPs, seconds) of the records after warm-up."""
+        live = [rec for rec in records if rec[0][0] >= self._warmup]
+        return (
+            sum(rec[0][6] for rec in live),
+            math.fsum(rec[0][6] * rec[2][0] for rec in live),
+            math.fsum(rec[1] for rec in live),
+        )
+
+    def _normalised(self, r: _Raw, seconds: float) -> _Resolved:
+        """A step with several sequence lengths or attention masks as a plain record: all its tokens, the
+        token-weighted FLOPs per token of its lengths, its real-token count read now (events complete)."""
+        tokens = r[6] + sum((r[8] or {}).values())
+        flat = (r[0], r[1], r[2], r[3], r[4], r[5], tokens, r[7], None, None, self._real_count(r))
+        return flat, seconds, self._step_fpt(r)
+
+    def _step_fpt(self, r: _Raw) -> tuple[float, float]:
+        """(training, hardware) FLOPs per token averaged over a step's micro-batch lengths; (0, 0) when
+        unknown (a step whose FLOPs are unknown counts none, rather than a part)."""
+        parts = [(r[7], r[6])] if r[7] is not None else []
+        parts += list((r[8] or {}).items())
+        total = sum(k for _, k in parts)
+        if not total:
+            return _NO_FLOPS
+        mf = hf = 0.0
+        for length, k in parts:
+            fpt = self._fpt(length)
+            if fpt is None:
+                return _NO_FLOPS
+            mf += k * fpt[0]
+            hf += k * fpt[1]
+        return mf / total, hf / total
+
+    def _real_count(self, r: _Raw) -> int | None:
+        if not r[9]:
+            return r[10]
+        try:
+            return int(sum(m.read() for m in r[9]))
+        except Exception as exc:
+            self._error("attention_mask count", exc)
+            return None
+
+    @property
+    def _last_end_wall(self) -> float | None:
+        last = self._last_end_perf
+        return None if last is None else self._wall0 + (last - self._perf0)
+
+    def _sample(self, rec: _Resolved) -> StepSample:
+        """The public view of a resolved step (unix times; the input wait for MFU-loss attribution)."""
+        raw, seconds, (f, h) = rec
+        index, end_perf, prev_end, fwd_perf, tokens, seq, real = (
+            raw[0],
+            raw[3],
+            raw[4],
+            raw[5],
+            raw[6],
+            raw[7],
+            raw[10],
+        )
+        shift = self._wall0 - self._perf0
+        return StepSample(
+            step=index,
+            tokens=tokens,
+            real_tokens=real,
+            seq_len=seq,
+            seconds=seconds,
+            end_time=shift + end_perf,
+            forward_start_time=None if fwd_perf is None else shift + fwd_perf,
+            # Host time from the previous step's end to this step's first forward: waiting for input.
+            input_wait_seconds=None
+            if fwd_perf is None or prev_end is None
+            else max(0.0, fwd_perf - prev_end),
+            model_flops=tokens * f,
+            hardware_flops=tokens * h,
+            warmup=index < self._warmup,
+        )
+
+    def _tail(self) -> list[StepSample]:
+        """The last resolved steps as samples: enough for the window (``window_steps`` after warm-up)."""
+        out: list[StepSample] = []
+        live = 0
+        for rec in reversed(list(self._resolved_steps)):  # list(): one atomic copy (the hot path appends)
+            out.append(self._sample(rec))
+            if rec[0][0] >= self._warmup:
+                live += 1
+                if live >= self._window_steps:
+                    break
+        out.reverse()
+        return out
 
     def snapshot(self) -> Snapshot:
         """The current figures (resolves completed steps first; safe from any thread)."""
@@ -471,7 +578,7 @@ class MFUMonitor:
         with self._lock:
             self._resolve(on_training_thread)
             now = time.time()
-            samples = list(self._samples)
+            samples = self._tail()
             window = select_window(
                 samples, max_steps=self._window_steps, max_age_seconds=self._window_seconds, now=now
             )
@@ -491,7 +598,7 @@ class MFUMonitor:
             padding = None
             if self._masked_tokens > 0:
                 padding = 1.0 - self._real_total / self._masked_tokens
-            buckets = tuple(zip(STEP_BUCKETS, self._bucket_counts, strict=True))
+            buckets = tuple(zip(STEP_BUCKETS, itertools.accumulate(self._bucket_counts[:-1]), strict=True))
             return Snapshot(
                 run=self.run,
                 rank=self.rank,
@@ -778,7 +885,8 @@ class MFUMonitor:
             return
         self._write_run_start()
         peak = self.peak_flops
-        for s in todo:
+        for rec in todo:
+            s = self._sample(rec)
             record: dict[str, Any] = {
                 "event": "step",
                 "time": s.end_time,
@@ -824,14 +932,15 @@ class MFUMonitor:
             except Exception as exc:
                 self._error("on_alert callback", exc)
 
-    def _check_suspect(self, snap: Snapshot) -> None:
-        if snap.mfu_suspect and not self._suspect_warned:
+    def _warn_suspect(self, mfu: float | None) -> None:
+        if not self._suspect_warned:
             self._suspect_warned = True
+            snap_method = self._flops_method()
             self._warn_once(
                 "suspect",
-                f"MFU {snap.mfu or snap.mfu_cumulative:.3g} is above 1, which is impossible: the peak or "
+                f"MFU {mfu or 0:.3g} is above 1, which is impossible: the peak or "
                 f"the FLOPs model is wrong (peak {self.peak_flops:.3g} FLOP/s from {self.peak_source}; "
-                f"FLOPs {snap.flops_method}) — pass peak_flops= or spec=",
+                f"FLOPs {snap_method}) — pass peak_flops= or spec=",
             )
 
     def _exchange(self, snap: Snapshot) -> None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class StepSample:
-    """One completed step on this rank, as the monitor resolved it at log or scrape time."""
+class StepSample(NamedTuple):
+    """One completed step on this rank, as the monitor resolved it at log or scrape time (a tuple: cheap to
+    make once per step)."""
 
     step: int  # 0-based index of the optimizer step on this rank
     tokens: int  # tokens processed (padding included: the device computed them)
