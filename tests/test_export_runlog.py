@@ -113,7 +113,14 @@ def test_low_mfu_alert_fires_once_per_episode(tmp_path: Path) -> None:
         "handle_sigterm": False,
     }
     with MFUMonitor(
-        model, opt, log_path=log, alert_below=0.25, alert_after=0.0, on_alert=events.append, log_every=1, **kw
+        model,
+        opt,
+        log_path=log,
+        alert_below=0.25,
+        alert_after=0.0,
+        on_alert=events.append,
+        tick_seconds=0,
+        **kw,
     ) as mon:
         for _ in range(6):
             _step(model, opt)

@@ -208,7 +208,7 @@ def test_frozen_parameters_lower_the_measured_flops() -> None:
 def test_mfu_above_one_is_flagged(caplog: pytest.LogCaptureFixture) -> None:
     model = TinyLM()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    quiet = _quiet(flops_per_token=1e9, peak_flops=1.0, log_every=1)
+    quiet = _quiet(flops_per_token=1e9, peak_flops=1.0, tick_seconds=0.0)  # a log tick every step
     with caplog.at_level(logging.WARNING, logger="monitor"), MFUMonitor(model, opt, **quiet) as mon:
         for _ in range(4):
             _train_step(model, opt, input_ids=torch.randint(0, V, (2, 4)))
@@ -318,7 +318,7 @@ def test_step_path_makes_no_synchronize_or_item_call(monkeypatch: pytest.MonkeyP
         model,
         opt,
         timer=CudaEventTimer(events=fake),
-        log_every=4,
+        tick_seconds=0.0,  # a log tick after every step: the tick path runs under the same guard
         **_quiet(flops_per_token=10.0, peak_flops=1e9),
     )
 
@@ -330,7 +330,7 @@ def test_step_path_makes_no_synchronize_or_item_call(monkeypatch: pytest.MonkeyP
         m.setattr(torch.Tensor, "item", forbidden)
         m.setattr(torch.Tensor, "cpu", forbidden)
         m.setattr(torch.Tensor, "tolist", forbidden)
-        for ids in batches:  # log ticks happen at steps 4, 8, 12 inside the loop
+        for ids in batches:
             out = model(input_ids=ids, attention_mask=mask)
             out.pow(2).mean().backward()
             opt.step()

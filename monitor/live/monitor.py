@@ -56,6 +56,7 @@ from monitor.live.window import (
 
 log = logging.getLogger("monitor")
 _NO_FLOPS = (0.0, 0.0)
+_MAX_PENDING = 1000  # steps waiting for a log tick on one process before one is forced
 _item1, _item2, _item6, _item7, _item8, _item9, _item10 = (itemgetter(i) for i in (1, 2, 6, 7, 8, 9, 10))
 
 _grad_enabled = torch.is_grad_enabled
@@ -91,8 +92,8 @@ class MFUMonitor:
       log_path: the JSONL run log; file_sd_dir: write a Prometheus file_sd target per rank there.
       alert_below (0.25), alert_after (600 s), on_alert: in-process low-MFU alert.
       warmup_steps (3), window_steps (20), window_seconds (60): the rate window.
-      log_every (50): steps between log ticks (run log, alert, all-reduce across ranks); also every
-        ``tick_seconds`` (2 s) on one process.
+      log_every (50): steps between log ticks under torchrun (run log, alert, all-reduce across ranks,
+        the same steps on every rank); tick_seconds (2): on one process, a tick every 2 s (or 1000 steps).
       recompute (False | "full" | "selective"): activation recomputation, for HFU.
       causal (False): the FLOPs convention for attention (default full S×S, as CONTRACTS).
       token_budget: tokens the run will process (for the ETA); live: show the rich terminal view.
@@ -149,6 +150,7 @@ class MFUMonitor:
             window_steps=window_steps,
             window_seconds=window_seconds,
             log_every=log_every,
+            tick_seconds=tick_seconds,
             token_budget=token_budget,
             model=model,
             optimizer=optimizer,
@@ -316,7 +318,12 @@ class MFUMonitor:
             self._masks = None
             self._nsteps = n = n + 1
             if n % self._log_every == 0:
-                self._tick(reduce=True)
+                # Same steps on every rank: the all-reduce lines up. On one process, a tick is due only by
+                # time or when many steps wait (batches amortise a tick's fixed cost).
+                if dist_initialized():
+                    self._tick(reduce=True)
+                elif now >= self._next_tick or len(self._pending) >= _MAX_PENDING:
+                    self._tick(reduce=False)
             elif now >= self._next_tick:
                 self._tick(reduce=False)
         except Exception as exc:
@@ -1123,6 +1130,7 @@ def _check_inputs(**kw: Any) -> None:
     positive("peak_flops", kw["peak_flops"], "pass the device's dense peak in FLOP/s, e.g. 989e12")
     positive("window_seconds", kw["window_seconds"], "pass e.g. window_seconds=60")
     positive("alert_after", kw["alert_after"], "pass seconds, e.g. alert_after=600", allow_zero=True)
+    positive("tick_seconds", kw["tick_seconds"], "pass seconds, e.g. tick_seconds=2", allow_zero=True)
     for name in ("seq_len", "window_steps", "log_every", "token_budget"):
         v = kw[name]
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
