@@ -343,3 +343,25 @@ def test_step_path_makes_no_synchronize_or_item_call(monkeypatch: pytest.MonkeyP
     done = mon.snapshot()
     assert done.resolved_steps == 12 and done.tokens_total == 120 and done.tokens_per_second is not None
     mon.close()
+
+
+def test_hfu_counts_recomputation_from_the_flops_model() -> None:
+    from monitor.model.flops import flops_per_token
+
+    cfg = DemoConfig(vocab_size=40, block_size=8, n_layer=2, n_head=2, d_model=32)
+    model = DemoGPT(cfg)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randint(0, 40, (2, 8))
+    spec = demo_spec(cfg)
+    with MFUMonitor(model, opt, spec=spec, recompute="full", **_quiet(peak_flops=1e12)) as mon:
+        for _ in range(3):
+            _, loss = model(x, x)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        snap = mon.snapshot()
+    expected = flops_per_token(spec, 8, recompute="full")
+    assert snap.flops_per_token == pytest.approx(expected.training)
+    assert snap.hardware_flops_per_token == pytest.approx(expected.hardware)
+    assert snap.mfu is not None and snap.hfu is not None
+    assert snap.hfu / snap.mfu == pytest.approx(expected.hardware / expected.training)
