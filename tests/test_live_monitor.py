@@ -339,10 +339,9 @@ def test_step_path_makes_no_synchronize_or_item_call(monkeypatch: pytest.MonkeyP
     assert mon.errors == 0
     assert fake.recorded == len(batches) + 2  # one per step end, the first forward, the monitor start
     assert pending.steps == 12 and pending.resolved_steps == 0 and pending.tokens_per_second is None
-    fake.complete = True  # the device caught up
-    done = mon.snapshot()
+    done = mon.close()  # the run is over: close waits for the last event, and everything resolves
+    assert fake.complete
     assert done.resolved_steps == 12 and done.tokens_total == 120 and done.tokens_per_second is not None
-    mon.close()
 
 
 def test_hfu_counts_recomputation_from_the_flops_model() -> None:

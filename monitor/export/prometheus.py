@@ -105,7 +105,7 @@ def snapshot_metrics(s: Snapshot) -> Iterator[Metric]:
             lv,
             s.real_tokens_total,
         )
-    yield _counter("training_steps", "Optimizer steps completed on this rank", lv, s.steps)
+    yield _counter("training_steps", "Optimizer steps completed on this rank", lv, s.resolved_steps)
     yield _counter(
         "training_model_flops", "Model FLOPs done on this rank (tokens x training FLOPs per token)", lv,
         s.model_flops_total,

@@ -69,6 +69,10 @@ class CudaEventTimer:
             return None
         return max(0.0, float(start.elapsed_time(end)) / 1000.0)
 
+    def wait(self, marker: Any) -> None:
+        """Block until ``marker`` completes: only at close, when the run is over."""
+        marker.synchronize()
+
 
 def timer_for_device(device: Any) -> TimerBackend:
     """CUDA events for a CUDA model, the host clock for anything else (CPU, MPS, meta)."""
