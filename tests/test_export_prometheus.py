@@ -174,3 +174,30 @@ def test_port_in_use_is_counted_and_training_finishes(caplog: pytest.LogCaptureF
         assert mon.registry.get_sample_value("training_monitor_errors_total", {"run": "p", "rank": "0"}) == 1
         assert sum("serving /metrics" in r.getMessage() for r in caplog.records) == 1
         mon.close()
+
+
+@pytest.mark.slow
+def test_tls_options_are_passed_to_the_server(tmp_path: Any) -> None:
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    mon = _train(
+        {"run": "tls", "peak_flops": 1e12, "port": 0, "tls": {"certfile": cert, "keyfile": key}}, steps=2
+    )
+    assert mon.port
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    body = urllib.request.urlopen(f"https://127.0.0.1:{mon.port}/metrics", context=context, timeout=10).read()
+    assert b'training_steps_total{rank="0",run="tls"} 2.0' in body
+    with pytest.raises(OSError):  # plain HTTP is not served
+        urllib.request.urlopen(f"http://127.0.0.1:{mon.port}/metrics", timeout=5).read()
+    mon.close()
