@@ -20,6 +20,9 @@ from pydantic import BaseModel
 
 from monitor.schema import record_to_json
 
+# One encoder for every record: json.dumps with options builds a new encoder per call.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
 
 class RunLogWriter:
     """Appends to ``path``; flushes every ``flush_seconds`` or ``flush_records`` records and on close."""
@@ -62,12 +65,34 @@ class RunLogWriter:
             return
         self.write_dict(record_to_json(record))
 
+    def write_dicts(self, records: list[dict[str, Any]]) -> None:
+        """Append many plain-dict records (step records, at a log tick) under one lock."""
+        if self._file is None or not records:
+            return
+        try:
+            text = "".join(_encode(r) + "\n" for r in records)
+        except ValueError:  # NaN or infinity somewhere: fall back to one by one, skipping the bad ones
+            for r in records:
+                self.write_dict(r)
+            return
+        with self._lock:
+            if self._file is None:
+                return
+            try:
+                self._file.write(text)
+                self._unflushed += len(records)
+                now = time.monotonic()
+                if self._unflushed >= self._flush_records or now - self._last_flush >= self._flush_seconds:
+                    self._flush_locked(now)
+            except (OSError, ValueError) as exc:
+                self._fail("write", exc)
+
     def write_dict(self, record: dict[str, Any]) -> None:
         """Append one record as a plain dict with the schema's fields (the fast path for step records)."""
         if self._file is None:
             return
         try:
-            line = json.dumps(record, separators=(",", ":"), allow_nan=False)
+            line = _encode(record)
         except ValueError as exc:  # NaN or infinity: not JSON; skip the record, keep the log
             if self._on_error is not None:
                 self._on_error("run log record not serialisable", exc)

@@ -892,28 +892,34 @@ class MFUMonitor:
             return
         self._write_run_start()
         peak = self.peak_flops
-        for rec in todo:
-            s = self._sample(rec)
-            record: dict[str, Any] = {
-                "event": "step",
-                "time": s.end_time,
-                "run": self.run,
-                "rank": self.rank,
-                "step": s.step,
-                "tokens": s.tokens,
-                "step_seconds": s.seconds,
-                "model_flops": s.model_flops,
-                "mfu": (s.model_flops / s.seconds / peak)
-                if peak and s.seconds > 0 and s.model_flops
-                else None,
-                "hardware_flops": s.hardware_flops,
-                "real_tokens": s.real_tokens,
-                "seq_len": s.seq_len,
-                "forward_start_time": s.forward_start_time,
-                "input_wait_seconds": s.input_wait_seconds,
-                "warmup": s.warmup,
-            }
-            self._writer.write_dict(record)
+        run, rank, warmup = self.run, self.rank, self._warmup
+        shift = self._wall0 - self._perf0
+        records = []
+        for raw, sec, fpt in todo:  # plain dicts with the schema's StepRecord fields (tested against it)
+            tokens, fwd, prev_end = raw[6], raw[5], raw[4]
+            model_flops = tokens * fpt[0]
+            records.append(
+                {
+                    "event": "step",
+                    "time": shift + raw[3],
+                    "run": run,
+                    "rank": rank,
+                    "step": raw[0],
+                    "tokens": tokens,
+                    "step_seconds": sec,
+                    "model_flops": model_flops,
+                    "mfu": model_flops / sec / peak if peak and sec > 0 and model_flops else None,
+                    "hardware_flops": tokens * fpt[1],
+                    "real_tokens": raw[10],
+                    "seq_len": raw[7],
+                    "forward_start_time": None if fwd is None else shift + fwd,
+                    "input_wait_seconds": None
+                    if fwd is None or prev_end is None
+                    else max(0.0, fwd - prev_end),
+                    "warmup": raw[0] < warmup,
+                }
+            )
+        self._writer.write_dicts(records)
 
     def _emit_alert(self, event: AlertEvent) -> None:
         if event.state == "firing":
