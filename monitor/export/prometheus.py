@@ -41,8 +41,10 @@ class MonitorCollector(Collector):
         gpu: GpuBackend | None = None,
         gpu_indices: Sequence[int] = (),
         on_error: Callable[[str, BaseException], None] | None = None,
+        on_telemetry: Callable[[list[tuple[int, Telemetry]]], None] | None = None,
     ) -> None:
         self._snapshot = snapshot
+        self._on_telemetry = on_telemetry
         self._gpu = gpu
         self._gpu_indices = tuple(gpu_indices)
         self._on_error = on_error
@@ -54,6 +56,8 @@ class MonitorCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         telemetry = self._read_gpus()
         try:
+            if telemetry and self._on_telemetry is not None:
+                self._on_telemetry(telemetry)  # the clock for the throttling share, read at this scrape
             snap = self._snapshot()
         except Exception as exc:  # never break a scrape; the monitor counts it
             if self._on_error is not None:
@@ -168,6 +172,16 @@ def snapshot_metrics(s: Snapshot) -> Iterator[Metric]:
         },
     )
     yield info
+    if s.mfu_loss is not None:
+        loss = GaugeMetricFamily(
+            "training_mfu_loss_ratio",
+            "Points of peak FLOPs lost, by cause (docs/attribution.md); all but padding sum to 1 - MFU",
+            labels=[*LABELS, "cause"],
+        )
+        for cause, value in s.mfu_loss.shares().items():
+            if value is not None:  # an unmeasured cause is left out, never exported as 0
+                loss.add_metric([*lv, cause], value)
+        yield loss
     w = s.world
     if w is not None:
         yield _gauge(

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from monitor.live.attribution import verdict
 from monitor.live.snapshot import Snapshot
 
 
@@ -57,6 +58,8 @@ def render(s: Snapshot) -> Table:
     table.add_row("MFU", mfu)
     if s.hfu is not None and s.hfu != s.mfu:
         table.add_row("HFU", percent(s.hfu))
+    if s.mfu_loss is not None:
+        table.add_row("MFU lost to", verdict(s.mfu_loss))
     table.add_row("peak", peak)
     table.add_row("model FLOP/s", si(s.model_flops_per_second, "FLOP/s"))
     table.add_row("step time", f"{duration(s.step_seconds)} (last {duration(s.last_step_seconds)})")

@@ -68,8 +68,10 @@ SUM_FIELDS = (
     "model_flops_per_second",
     "peak",
     "known",
+    "pre_backward_seconds",
+    "pre_backward_known",
 )
-MAX_FIELDS = ("step_seconds",)
+MAX_FIELDS = ("step_seconds", "pre_backward_seconds")
 
 
 class Reducer:

@@ -40,6 +40,7 @@ import torch
 from monitor.errors import InputError
 from monitor.hardware.nvml import GpuBackend, NullBackend
 from monitor.live.alert import AlertEvent, LowMfuAlert
+from monitor.live.attribution import MfuLoss, attribute, clock_ratio
 from monitor.live.distributed import Reducer, rank_place
 from monitor.live.distributed import initialized as dist_initialized
 from monitor.live.snapshot import Snapshot, WorldFigures
@@ -65,10 +66,11 @@ _perf = time.perf_counter
 
 # A closed step as the hot path leaves it (a plain tuple: the cheapest thing to build per step):
 # (index, prev_marker, marker, end_perf, prev_end_perf, forward_perf, tokens, seq_len, other_lengths, masks,
-#  real_tokens). ``tokens`` were seen at ``seq_len``; micro-batches of other lengths go to ``other_lengths``.
+#  real_tokens, backward_perf). ``tokens`` were seen at ``seq_len``; micro-batches of other lengths go to
+# ``other_lengths``; ``backward_perf`` is the host time the step's last backward started (host timer only).
 _Raw = tuple[
     int, Any, Any, float, "float | None", "float | None", int, "int | None", "dict[int, int] | None", Any,
-    "int | None",
+    "int | None", "float | None",
 ]  # fmt: skip
 # A resolved step: (raw, seconds, (training, hardware) FLOPs per token); the raw tuple of a step with several
 # lengths or masks is flattened first. Turned into a StepSample only when someone reads it.
@@ -204,6 +206,7 @@ class MFUMonitor:
         self._prev_marker: Any = None
         self._prev_end_perf: float | None = None
         self._fwd_perf: float | None = None
+        self._bwd_perf: float | None = None  # start of the step's last backward (host timer only)
         self._tok = 0  # tokens of this step at sequence length self._seq
         self._seq: int | None = None
         self._other: dict[int, int] | None = None  # micro-batches of other lengths (rare)
@@ -231,11 +234,16 @@ class MFUMonitor:
         self._last_seconds: float | None = None
         self._suspect_warned = False
         self._run_start_written = False
+        self._clock_ratio: float | None = None  # SM clock / max (NVML), read at log ticks and scrapes
 
         # Hooks.
         self._handles: list[Any] = []
         if model is not None:
             self._handles.append(model.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
+            if self._host_timer:
+                # When the backward starts (for the straggler wait): a tensor hook on the forward's output. On
+                # CUDA the host clock cannot tell when the device gets there, so it is not measured there.
+                self._handles.append(model.register_forward_hook(self._post_forward_hook))
         if optimizer is not None:
             self._handles.append(optimizer.register_step_post_hook(self._post_hook))
 
@@ -291,6 +299,22 @@ class MFUMonitor:
             self._error("forward hook", exc)
         return None
 
+    def _post_forward_hook(self, module: Any, args: Any, output: Any) -> None:
+        """Forward post-hook: a hook on the output's gradient marks when this forward's backward starts."""
+        if not _grad_enabled() or self._measuring:
+            return None
+        try:
+            tensor = _grad_output(output)
+            if tensor is not None:
+                tensor.register_hook(self._backward_started)
+        except Exception as exc:
+            self._error("forward post-hook", exc)
+        return None
+
+    def _backward_started(self, grad: Any) -> None:
+        self._bwd_perf = _perf()
+        return None
+
     def _post_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         """Optimizer step post-hook: closes the step (all micro-batches since the last one).
 
@@ -307,12 +331,13 @@ class MFUMonitor:
             self._pending.append(
                 (
                     n, prev, marker, now, self._prev_end_perf, self._fwd_perf, self._tok, self._seq,
-                    self._other, self._masks, self._next_real,
+                    self._other, self._masks, self._next_real, self._bwd_perf,
                 )
             )  # fmt: skip
             self._prev_marker = marker
             self._prev_end_perf = now
             self._fwd_perf = None
+            self._bwd_perf = None
             self._tok = 0
             self._other = None
             self._masks = None
@@ -344,11 +369,26 @@ class MFUMonitor:
             if tokens is not None:
                 s = seq_len or self._seq_len_override or self._last_seq_len or 1
                 self._tok, self._seq, self._other, self._masks = tokens, s, None, None
+                if seq_len:
+                    self._last_seq_len = seq_len  # a run_start written later carries it
             self._next_real = real_tokens
             self._post_hook(None, None, None)
             self._next_real = None
         except Exception as exc:
             self._error("step()", exc)
+
+    def resume(self) -> None:
+        """The next step's clock starts now: call it after work between steps that is not training
+        (evaluation, a checkpoint save), so that it counts neither into the next step's time nor as input
+        wait. Does nothing while a step is under way (a forward since the last step)."""
+        try:
+            if self._closed or self._fwd_perf is not None or self._tok or self._prev_marker is None:
+                return  # mid-step, or before the first step (which starts at its first forward anyway)
+            now = _perf()
+            self._prev_marker = now if self._host_timer else self._timer.mark()
+            self._prev_end_perf = now
+        except Exception as exc:
+            self._error("resume()", exc)
 
     # --- log time ---
     def _tick(self, *, reduce: bool) -> None:
@@ -357,6 +397,7 @@ class MFUMonitor:
             self._train_thread = threading.get_ident()  # ticks run on the thread that trains
             now = _perf()
             self._next_tick = now + self._tick_seconds
+            self._read_clock()
             with self._lock:
                 self._resolve(True)
                 mfu = self._window_mfu(now)
@@ -502,7 +543,7 @@ class MFUMonitor:
         """A step with several sequence lengths or attention masks as a plain record: all its tokens, the
         token-weighted FLOPs per token of its lengths, its real-token count read now (events complete)."""
         tokens = r[6] + sum((r[8] or {}).values())
-        flat = (r[0], r[1], r[2], r[3], r[4], r[5], tokens, r[7], None, None, self._real_count(r))
+        flat = (r[0], r[1], r[2], r[3], r[4], r[5], tokens, r[7], None, None, self._real_count(r), r[11])
         return flat, seconds, self._step_fpt(r)
 
     def _step_fpt(self, r: _Raw) -> tuple[float, float]:
@@ -564,6 +605,7 @@ class MFUMonitor:
             model_flops=tokens * f,
             hardware_flops=tokens * h,
             warmup=index < self._warmup,
+            pre_backward_seconds=_pre_backward(fwd_perf, raw[11]),
         )
 
     def _tail(self) -> list[StepSample]:
@@ -605,6 +647,7 @@ class MFUMonitor:
             padding = None
             if self._masked_tokens > 0:
                 padding = 1.0 - self._real_total / self._masked_tokens
+            loss = self._mfu_loss(window, peak) if mfu is not None else None
             buckets = tuple(zip(STEP_BUCKETS, itertools.accumulate(self._bucket_counts[:-1]), strict=True))
             return Snapshot(
                 run=self.run,
@@ -654,7 +697,59 @@ class MFUMonitor:
                 step_duration_buckets=buckets,
                 step_duration_sum=self._dur_sum,
                 step_duration_count=self._resolved,
+                mfu_loss=loss,
+                sm_clock_ratio=self._clock_ratio,
             )
+
+    def _mfu_loss(self, window: list[StepSample], peak: float | None) -> MfuLoss | None:
+        """The window's MFU gap split into causes (monitor.live.attribution): input wait and padding from the
+        steps, throttling from the last NVML clock reading, stragglers from the last all-reduce."""
+        if not window or peak is None:
+            return None
+        nan = math.nan
+        straggler = None
+        world = self._world
+        own = [s.pre_backward_seconds for s in window if s.pre_backward_seconds is not None]
+        if world is not None and world.max_pre_backward_seconds is not None and own:
+            # this rank waited, each step, for the slowest rank's pre-backward work (window means)
+            straggler = max(0.0, world.max_pre_backward_seconds - math.fsum(own) / len(own))
+        return attribute(
+            [s.seconds for s in window],
+            peak,
+            [s.model_flops for s in window],
+            hardware_flops=[s.hardware_flops for s in window],
+            input_wait=[nan if s.input_wait_seconds is None else s.input_wait_seconds for s in window],
+            straggler_wait=straggler,
+            clock_ratio=self._clock_ratio,
+            real_fraction=[
+                nan if s.real_tokens is None or not s.tokens else s.real_tokens / s.tokens for s in window
+            ],
+        )
+
+    # --- NVML clock (throttling), read at log ticks and scrapes, never per step ---
+    def _read_clock(self) -> None:
+        if not self._gpu.available or not self._gpu_indices:
+            return
+        try:
+            self._on_telemetry([(i, self._gpu.telemetry(i)) for i in self._gpu_indices])
+        except Exception as exc:
+            self._error("NVML clock reading", exc)
+
+    def _on_telemetry(self, readings: list[tuple[int, Any]]) -> None:
+        """Keep the lowest SM clock ratio of this rank's GPUs (what the collector or a tick just read)."""
+        ratios = [
+            r for _, t in readings
+            if (r := clock_ratio(t.sm_clock_hz, t.max_sm_clock_hz or self._max_clock_hz())) is not None
+        ]  # fmt: skip
+        if ratios:
+            self._clock_ratio = min(ratios)
+
+    def _max_clock_hz(self) -> float | None:
+        try:
+            mhz = self._gpu.device_info(self._gpu_indices[0]).max_sm_clock_mhz
+        except Exception:
+            return None
+        return mhz * 1e6 if mhz else None
 
     # --- FLOPs, peak ---
     def _resolve_flops_source(self, spec: Any, flops_per_token: float | None) -> Any:
@@ -822,7 +917,11 @@ class MFUMonitor:
 
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
         self._collector = MonitorCollector(
-            self.snapshot, gpu=self._gpu, gpu_indices=self._gpu_indices, on_error=self._error
+            self.snapshot,
+            gpu=self._gpu,
+            gpu_indices=self._gpu_indices,
+            on_error=self._error,
+            on_telemetry=self._on_telemetry,
         )
         self.registry.register(self._collector)
         self._server: Any = None
@@ -894,6 +993,7 @@ class MFUMonitor:
         peak = self.peak_flops
         run, rank, warmup = self.run, self.rank, self._warmup
         shift = self._wall0 - self._perf0
+        clock = self._clock_ratio  # the NVML reading of this tick: the same for the steps written now
         records = []
         for raw, sec, fpt in todo:  # plain dicts with the schema's StepRecord fields (tested against it)
             tokens, fwd, prev_end = raw[6], raw[5], raw[4]
@@ -917,6 +1017,8 @@ class MFUMonitor:
                     if fwd is None or prev_end is None
                     else max(0.0, fwd - prev_end),
                     "warmup": raw[0] < warmup,
+                    "pre_backward_seconds": _pre_backward(fwd, raw[11]),
+                    "sm_clock_ratio": clock,
                 }
             )
         self._writer.write_dicts(records)
@@ -970,11 +1072,17 @@ class MFUMonitor:
             peak or 0.0,
             1.0 if peak else 0.0,
         ]
-        got = self._reducer.exchange(sums, [snap.step_seconds or 0.0])
+        own = [
+            x.pre_backward_seconds for x in snap.recent if not x.warmup and x.pre_backward_seconds is not None
+        ]
+        busy = math.fsum(own) / len(own) if own else 0.0
+        sums += [busy, 1.0 if own else 0.0]
+        got = self._reducer.exchange(sums, [snap.step_seconds or 0.0, busy])
         if got is None:
             return
         s, m = got
         known_all = round(s[5]) == place.world_size
+        busy_all = round(s[7]) == place.world_size  # every rank measured its pre-backward time
         peak_sum = s[4] if known_all else None
         mfps = s[3] if s[3] > 0 else None
         with self._lock:
@@ -988,6 +1096,9 @@ class MFUMonitor:
                 peak_flops_per_second=peak_sum,
                 mfu=utilization(mfps, peak_sum),
                 max_step_seconds=m[0] if m[0] > 0 else None,
+                # the slowest rank's pre-backward time, when every rank measured one
+                max_pre_backward_seconds=m[1] if busy_all else None,
+                mean_pre_backward_seconds=s[6] / place.world_size if busy_all else None,
             )
 
     # --- terminal view ---
@@ -1121,6 +1232,34 @@ class MFUMonitor:
 
 
 # --- helpers ---
+def _grad_output(output: Any) -> Any:
+    """The tensor of a forward's output whose gradient arrives first in backward: the loss of a mapping (a
+    Hugging Face ModelOutput), else its logits, else the first tensor; None if none requires grad."""
+    if isinstance(output, torch.Tensor):
+        return output if output.requires_grad else None
+    if isinstance(output, dict):
+        for key in ("loss", "logits"):
+            value = output.get(key)
+            if isinstance(value, torch.Tensor) and value.requires_grad:
+                return value
+        values: Any = output.values()
+    elif isinstance(output, (tuple, list)):
+        values = output
+    else:
+        return None
+    for value in values:
+        if isinstance(value, torch.Tensor) and value.requires_grad:
+            return value
+    return None
+
+
+def _pre_backward(forward_perf: float | None, backward_perf: float | None) -> float | None:
+    """Host seconds from a step's first forward to the start of its last backward (None if not seen)."""
+    if forward_perf is None or backward_perf is None or backward_perf < forward_perf:
+        return None
+    return backward_perf - forward_perf
+
+
 def _check_inputs(**kw: Any) -> None:
     def positive(name: str, value: Any, fix: str, *, allow_zero: bool = False) -> None:
         if value is None:

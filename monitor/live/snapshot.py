@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from monitor.live.attribution import MfuLoss
 from monitor.live.window import StepSample
 
 
@@ -20,6 +21,9 @@ class WorldFigures:
     peak_flops_per_second: float | None  # sum of ranks' peaks; None if any rank's peak is unknown
     mfu: float | None  # sum of model FLOP rates / sum of peaks (the CONTRACTS alert's run MFU)
     max_step_seconds: float | None  # the slowest rank's windowed mean step time
+    # windowed mean pre-backward time (first forward -> last backward start): the slowest rank's, the mean
+    max_pre_backward_seconds: float | None = None
+    mean_pre_backward_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,8 @@ class Snapshot:
     step_duration_buckets: tuple[tuple[float, int], ...] = ()  # cumulative (le, count) for the histogram
     step_duration_sum: float = 0.0
     step_duration_count: int = 0
+    mfu_loss: MfuLoss | None = None  # the window's MFU gap split into causes (monitor.live.attribution)
+    sm_clock_ratio: float | None = None  # SM clock / max SM clock at the last NVML reading
 
     def as_dict(self) -> dict[str, object]:
         from dataclasses import asdict

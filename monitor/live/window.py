@@ -34,6 +34,9 @@ class StepSample(NamedTuple):
     model_flops: float  # tokens × training FLOPs per token
     hardware_flops: float  # tokens × hardware FLOPs per token (with recomputation when configured)
     warmup: bool  # left out of rates
+    # host time from the first forward to the start of the last backward (the work before the gradient sync,
+    # where faster ranks wait for the slowest); None when not seen (CUDA, manual mode without a forward)
+    pre_backward_seconds: float | None = None
 
 
 @dataclass(frozen=True)
