@@ -327,3 +327,71 @@ def test_manual_step_seq_len_reaches_run_start(tmp_path: Path) -> None:
     mon.close()
     (start,) = [r for r in map(json.loads, log.read_text().splitlines()) if r["event"] == "run_start"]
     assert start["seq_len"] == 16 and start["flops_per_token"] is not None
+
+
+# --- afterwards: mfu analyze -------------------------------------------------------------------------------
+def _logged_run(tmp_path: Path) -> tuple[Path, float]:
+    """A monitor run: a sleeping loader, 25% padding, a GPU clock at 75%; returns (log, slept share)."""
+    backend = FakeGpuBackend([fake_device("Fake GPU", max_sm_clock_mhz=2000.0)])
+    backend.set_telemetry(0, Telemetry(sm_clock_hz=1.5e9, max_sm_clock_hz=2.0e9))
+    model = TinyLM()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    log = tmp_path / "run.jsonl"
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[:, 6:] = 0  # 4 of 16 tokens are padding
+    slept, ends = 0.0, []
+    with MFUMonitor(
+        model, opt, **_quiet(flops_per_token=100.0, peak_flops=1e9, gpu_backend=backend, gpu_index=0,
+                             log_path=log, tick_seconds=0.0)
+    ):  # fmt: skip
+        for i in range(12):
+            t0 = time.perf_counter()
+            time.sleep(0.02)
+            if i >= 2:  # analyze --warmup 2 leaves out steps 0 and 1
+                slept += time.perf_counter() - t0
+            _train_step(model, opt, input_ids=torch.randint(0, V, (2, 8)), attention_mask=mask)
+            ends.append(time.perf_counter())
+    return log, slept / (ends[-1] - ends[1])
+
+
+def test_analyze_splits_a_logged_run(tmp_path: Path) -> None:
+    from monitor.analysis.summary import AnalyzeOptions, analyze
+
+    log, slept_share = _logged_run(tmp_path)
+    run = analyze([log], AnalyzeOptions(warmup=2, threshold=1.0)).analysis.runs[0]
+    loss = run.mfu_loss
+    assert loss is not None and run.mfu.overall is not None
+    assert loss.mfu == pytest.approx(run.mfu.overall, rel=1e-12)
+    assert loss.input_wait == pytest.approx(slept_share, abs=0.03)
+    assert loss.padding == pytest.approx(loss.mfu * 4 / 16, rel=1e-9)
+    assert loss.stragglers is None  # one rank
+    assert loss.throttling == pytest.approx((1 - loss.input_wait) * 0.25, rel=1e-9)
+    assert loss.recomputation == 0.0
+    parts = [loss.input_wait, loss.throttling, loss.recomputation, loss.unexplained]
+    assert sum(p or 0.0 for p in parts) == pytest.approx(1 - loss.mfu, abs=1e-12)
+    assert loss.largest == "input_wait" and loss.verdict.startswith("input pipeline: ")
+    # every step is below threshold 1.0: the low-MFU split is the same steps'
+    assert run.mfu_loss_low_mfu is not None
+    assert run.mfu_loss_low_mfu.input_wait == pytest.approx(loss.input_wait, rel=1e-12)
+    assert run.low_mfu_episodes and run.low_mfu_episodes[0].mfu_loss is not None
+
+
+def test_analyze_of_a_log_without_the_fields_says_unknown(tmp_path: Path) -> None:
+    from monitor.analysis.summary import AnalyzeOptions, analyze
+
+    log, _ = _logged_run(tmp_path)
+    old = tmp_path / "old.jsonl"
+    keep = {"event", "time", "run", "rank", "step", "tokens", "step_seconds", "model_flops", "mfu"}
+    lines = []
+    for record in map(json.loads, log.read_text().splitlines()):
+        if record["event"] == "step":
+            record = {k: v for k, v in record.items() if k in keep}
+        lines.append(json.dumps(record))
+    old.write_text("\n".join(lines) + "\n")
+    run = analyze([old], AnalyzeOptions(warmup=2)).analysis.runs[0]
+    loss = run.mfu_loss
+    assert loss is not None and run.mfu.overall is not None
+    assert loss.input_wait is None and loss.throttling is None and loss.padding is None
+    assert loss.recomputation is None and loss.stragglers is None
+    assert loss.unexplained == pytest.approx(1 - run.mfu.overall, abs=1e-12)
+    assert loss.largest is None

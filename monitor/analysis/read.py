@@ -46,6 +46,7 @@ MAX_ALERTS_KEPT = 1000
 _CHUNK_BYTES = 1 << 20
 _NUMBER = frozenset((int, float))
 _INT_LIMIT = 1 << 62  # step, rank and span are stored as signed 64-bit integers
+_NAN = float("nan")
 
 
 @dataclass
@@ -60,9 +61,36 @@ class StepColumns:
     flops: array = field(default_factory=lambda: array("d"))
     # optimizer steps the record covers (imports of tools that log every N steps); 1 for our own monitor
     span: array = field(default_factory=lambda: array("q"))
+    # optional fields for the MFU-loss split (NaN where a record has none): see ``OPTIONAL_FIELDS``. Each
+    # stays empty until a record has the field (logs without it cost nothing); it may be shorter than the
+    # others, the missing tail being unknown (``optional``).
+    input_wait: array = field(default_factory=lambda: array("d"))
+    real_tokens: array = field(default_factory=lambda: array("d"))
+    hardware_flops: array = field(default_factory=lambda: array("d"))
+    sm_clock_ratio: array = field(default_factory=lambda: array("d"))
+    pre_backward: array = field(default_factory=lambda: array("d"))
 
     def __len__(self) -> int:
         return len(self.step)
+
+    def add_optional(self, column: str, values: list[float]) -> None:
+        """Append the values of the records just added (NaN = unknown), padding earlier records with NaN."""
+        target: array = getattr(self, column)
+        if not any(v == v for v in values):  # all NaN
+            return
+        before = len(self.step) - len(values)
+        if len(target) < before:
+            target.extend([_NAN] * (before - len(target)))
+        target.extend(values)
+
+    def optional(self, column: str) -> np.ndarray:
+        """An optional column as float64, as long as the others (NaN where unknown)."""
+        raw = np.frombuffer(getattr(self, column), dtype=np.float64)
+        if raw.shape[0] == len(self.step):
+            return raw
+        out = np.full(len(self.step), np.nan)
+        out[: raw.shape[0]] = raw
+        return out
 
 
 @dataclass
@@ -135,6 +163,37 @@ def _read_file(path: Path, prefix: str, logs: LogSet, stats: FileStats) -> None:
                 continue
             for obj in objs:
                 _take(obj, prefix, name, logs, stats, last_time)
+
+
+# step-record field -> StepColumns attribute, for the MFU-loss split (monitor.live.attribution); optional
+OPTIONAL_FIELDS: tuple[tuple[str, str], ...] = (
+    ("input_wait_seconds", "input_wait"),
+    ("real_tokens", "real_tokens"),
+    ("hardware_flops", "hardware_flops"),
+    ("sm_clock_ratio", "sm_clock_ratio"),
+    ("pre_backward_seconds", "pre_backward"),
+)
+
+
+def _optional(value: Any) -> float:
+    """A non-negative finite number, else NaN (absent, null, a bool, a string, negative: unknown)."""
+    if type(value) in _NUMBER and value >= 0 and value - value == 0:
+        return float(value)
+    return _NAN
+
+
+def _optional_column(objs: list[Any], key: str) -> list[float]:
+    values = [o.get(key) for o in objs]
+    if all(v is None for v in values):
+        return [_NAN] * len(values)
+    try:
+        arr = np.array(values, dtype=np.float64)  # None -> NaN
+    except (TypeError, ValueError):
+        return [_optional(v) for v in values]
+    if any(type(v) is bool for v in values):
+        return [_optional(v) for v in values]
+    arr[~(arr >= 0) | ~np.isfinite(arr)] = np.nan
+    return arr.tolist()
 
 
 _STEP_FIELDS = itemgetter("event", "run", "rank", "step", "time", "tokens", "step_seconds", "model_flops")
@@ -218,6 +277,8 @@ def _take_clean_steps(
     cols.seconds.extend(numbers[1].tolist())
     cols.flops.extend(numbers[2].tolist())
     cols.span.extend(spans)
+    for field_name, column in OPTIONAL_FIELDS:
+        cols.add_optional(column, _optional_column(objs, field_name))
     stats.records += len(objs)
     for rank in set(ranks) - log.derived_peaks.keys():
         for o in objs:
@@ -314,6 +375,8 @@ def _take(
         cols.seconds.append(seconds)
         cols.flops.append(flops)
         cols.span.append(span)
+        for field_name, column in OPTIONAL_FIELDS:
+            cols.add_optional(column, [_optional(obj.get(field_name))])
         stats.records += 1
         if rank not in log.derived_peaks:
             mfu = obj.get("mfu")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from monitor.analysis.read import RunLog
+from monitor.analysis.read import RunLog, StepColumns
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.int64]
@@ -42,6 +42,18 @@ class StepTable:
     rec_step_row: Ints  # row of the step table each record belongs to
     rec_seconds: Floats
     repeated: int  # records dropped as repeats of a (rank, step) already seen
+    # where each kept record sits in the run's columns (for the optional fields of the MFU-loss split)
+    rec_index: Ints | None = None
+    columns: StepColumns | None = None
+
+    def rec_column(self, name: str) -> Floats:
+        """An optional per-record column (``StepColumns`` attribute), in record order; NaN where absent."""
+        n = self.rec_rank.shape[0]
+        if self.columns is None or self.rec_index is None or n == 0:
+            return np.full(n, np.nan)
+        if name in ("tokens", "flops", "seconds", "time"):
+            return np.frombuffer(getattr(self.columns, name), dtype=np.float64)[self.rec_index]
+        return self.columns.optional(name)[self.rec_index]
 
     def __len__(self) -> int:
         return int(self.step.shape[0])
@@ -170,4 +182,6 @@ def build_step_table(log: RunLog, peak_override: float | None = None) -> StepTab
         rec_step_row=row,
         rec_seconds=rec_seconds,
         repeated=repeated,
+        rec_index=keep,
+        columns=cols,
     )

@@ -30,6 +30,7 @@ from monitor.analysis.episodes import distribution, low_mfu_episodes, rank_stats
 from monitor.analysis.read import SKIP_KINDS, LogSet, RunLog, read_logs
 from monitor.analysis.steps import StepTable, build_step_table, peaks_by_rank
 from monitor.errors import InputError
+from monitor.live.attribution import MfuLoss, attribute, verdict
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,30 @@ class Measured(BaseModel):
     wall_seconds: float
 
 
+class MfuLossOut(BaseModel):
+    """Points of peak FLOPs lost per cause (docs/attribution.md): input_wait + stragglers + throttling +
+    recomputation + unexplained = 1 - mfu exactly; padding is the share of the peak that the MFU counts but
+    spent on padding tokens (useful_mfu = mfu - padding). null = not measured in this log."""
+
+    mfu: float
+    input_wait: float | None = None
+    stragglers: float | None = None
+    throttling: float | None = None
+    recomputation: float | None = None
+    unexplained: float
+    padding: float | None = None
+    useful_mfu: float | None = None
+    largest: str | None = Field(None, description="the measured cause that costs the most")
+    verdict: str = ""
+
+    @classmethod
+    def of(cls, loss: MfuLoss | None) -> MfuLossOut | None:
+        if loss is None:
+            return None
+        top = loss.largest()
+        return cls(**loss.as_dict(), largest=top[0] if top else None, verdict=verdict(loss))
+
+
 class EpisodeOut(BaseModel):
     start_step: int
     end_step: int
@@ -97,6 +122,7 @@ class EpisodeOut(BaseModel):
     mean_mfu: float | None
     start_time: float
     end_time: float
+    mfu_loss: MfuLossOut | None = None
 
 
 class StallOut(BaseModel):
@@ -159,6 +185,8 @@ class RunSummary(BaseModel):
     stragglers: list[int] = Field(default_factory=list)
     incomplete_steps: int = 0
     alerts: AlertsOut = Field(default_factory=AlertsOut)
+    mfu_loss: MfuLossOut | None = Field(None, description="the measured steps' MFU gap split into causes")
+    mfu_loss_low_mfu: MfuLossOut | None = Field(None, description="the same over all low-MFU episodes")
     end: dict[str, Any] | None = None
     notes: list[str] = Field(default_factory=list)
 
@@ -295,6 +323,7 @@ def summarize_run(log: RunLog, table: StepTable, options: AnalyzeOptions) -> Run
     _below_threshold(summary, table, rows, options)
     _stalls(summary, table, rows, options)
     _ranks(summary, table, options)
+    _mfu_loss(summary, log, table, rows, options)
     _alerts(summary, log, options)
     return summary
 
@@ -441,6 +470,74 @@ def _ranks(summary: RunSummary, table: StepTable, options: AnalyzeOptions) -> No
         )
     summary.rank_stats = out
     summary.stragglers = [r.rank for r in out if r.straggler]
+
+
+class _LossInputs:
+    """Per-record arrays for ``monitor.live.attribution.attribute`` (one implementation, live and here).
+
+    A record's time is its step's wall time (the slowest rank's, as ``mfu.overall`` uses), so the split of the
+    measured steps adds up to 1 - ``mfu.overall``. The straggler wait of a record is the step's largest
+    ``pre_backward_seconds`` over ranks minus its own (known only where at least two ranks logged it)."""
+
+    def __init__(self, log: RunLog, table: StepTable, options: AnalyzeOptions) -> None:
+        row = table.rec_step_row
+        self.row = row
+        self.seconds = table.seconds[row]
+        peaks = peaks_by_rank(log, options.peak_flops_per_second)
+        self.peak = np.array([peaks.get(r, np.nan) for r in table.rec_rank.tolist()], dtype=np.float64)
+        self.flops = table.rec_column("flops")
+        tokens = table.rec_column("tokens")
+        real = table.rec_column("real_tokens")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.real_fraction = np.where(tokens > 0, real / tokens, np.nan)
+        self.hardware = table.rec_column("hardware_flops")
+        self.wait = table.rec_column("input_wait")
+        self.clock = table.rec_column("sm_clock_ratio")
+        pre = table.rec_column("pre_backward")
+        self.straggler = np.full(row.shape[0], np.nan)
+        if row.shape[0] and np.isfinite(pre).any():
+            starts = np.flatnonzero(np.diff(row, prepend=-1))
+            known = np.add.reduceat(np.isfinite(pre).astype(np.int64), starts)
+            with np.errstate(invalid="ignore"):
+                slowest = np.fmax.reduceat(pre, starts)  # NaN-ignoring
+            group = np.cumsum(np.diff(row, prepend=-1) != 0) - 1
+            ok = (known[group] >= 2) & np.isfinite(pre)
+            self.straggler[ok] = slowest[group][ok] - pre[ok]
+
+    def split(self, select: np.ndarray) -> MfuLossOut | None:
+        if not select.any():
+            return None
+        return MfuLossOut.of(
+            attribute(
+                self.seconds[select],
+                self.peak[select],
+                self.flops[select],
+                hardware_flops=self.hardware[select],
+                input_wait=self.wait[select],
+                straggler_wait=self.straggler[select],
+                clock_ratio=self.clock[select],
+                real_fraction=self.real_fraction[select],
+            )
+        )
+
+
+def _mfu_loss(
+    summary: RunSummary, log: RunLog, table: StepTable, rows: np.ndarray, options: AnalyzeOptions
+) -> None:
+    """The MFU gap split into causes over the measured steps, over all low-MFU episodes, and per listed
+    episode."""
+    inputs = _LossInputs(log, table, options)
+    measured = np.zeros(len(table), dtype=bool)
+    measured[rows] = True
+    summary.mfu_loss = inputs.split(measured[inputs.row])
+    mfu = table.mfu
+    low = measured & np.isfinite(mfu) & (mfu < options.threshold)
+    if low.any():
+        summary.mfu_loss_low_mfu = inputs.split(low[inputs.row])
+    rec_steps = table.step[inputs.row]
+    for episode in summary.low_mfu_episodes:
+        inside = low[inputs.row] & (rec_steps >= episode.start_step) & (rec_steps <= episode.end_step)
+        episode.mfu_loss = inputs.split(inside)
 
 
 def _alerts(summary: RunSummary, log: RunLog, options: AnalyzeOptions) -> None:
