@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from grafana_foundation_sdk.builders import bargauge as bargauge_builder
 from grafana_foundation_sdk.builders import common as common_builder
 from grafana_foundation_sdk.builders import dashboard as dashboard_builder
 from grafana_foundation_sdk.builders import prometheus as prometheus_builder
@@ -50,6 +51,16 @@ def run_mfu(selector: str = RUN) -> str:
         f"sum by (job, run) (rate(training_model_flops_total{{{selector}}}[{RATE}])"
         f" and on (job, instance, run, rank) training_peak_flops_per_second{{{selector}}})"
         f" / sum by (job, run) (training_peak_flops_per_second{{{selector}}})"
+    )
+
+
+def run_mfu_loss(selector: str = RUN) -> str:
+    """Run-level points of the MFU gap per cause (docs/attribution.md): each rank's points weighted by its
+    peak, over the sum of peaks — the same weighting as the run MFU, so the gap causes sum to 1 - run MFU."""
+    return (
+        f"sum by (job, run, cause) (training_mfu_loss_ratio{{{selector}}}"
+        f" * on (job, instance, run, rank) group_left () training_peak_flops_per_second{{{selector}}})"
+        f" / on (job, run) group_left () sum by (job, run) (training_peak_flops_per_second{{{selector}}})"
     )
 
 
@@ -89,7 +100,7 @@ class Query:
 
 @dataclass(frozen=True)
 class Panel:
-    kind: Literal["stat", "timeseries", "table"]
+    kind: Literal["stat", "timeseries", "table", "bargauge"]
     title: str
     description: str
     queries: tuple[Query, ...]
@@ -102,6 +113,7 @@ class Panel:
     min: float | None = None
     max: float | None = None
     no_value: str | None = None
+    stacked: bool = False  # a time series stacked to a total
 
 
 @dataclass(frozen=True)
@@ -186,6 +198,39 @@ OVERVIEW = Dashboard(
                     unit="s",
                     width=4,
                     height=5,
+                ),
+            ),
+        ),
+        Row(
+            "Why is MFU low",
+            (
+                Panel(
+                    "bargauge",
+                    "Where the MFU gap goes",
+                    "Points of peak FLOPs lost per measured cause (training_mfu_loss_ratio, peak-weighted "
+                    "over ranks): input_wait + stragglers + throttling + recomputation + unexplained = 100% "
+                    "- MFU; padding is the part of the MFU spent on padding tokens. A cause the monitor "
+                    "cannot measure here (no NVML, one rank, no attention mask) is absent, its time in "
+                    "unexplained. See docs/attribution.md.",
+                    (Query(run_mfu(), "MFU"), Query(run_mfu_loss(), "{{cause}}")),
+                    unit="percentunit",
+                    width=10,
+                    min=0,
+                    max=1,
+                ),
+                Panel(
+                    "timeseries",
+                    "MFU and the causes of its gap, over time",
+                    "Stacked to 100% of the peak: the run MFU at the bottom, then each cause of the gap "
+                    "(padding left out: it is inside the MFU).",
+                    (
+                        Query(run_mfu(), "MFU"),
+                        Query(run_mfu_loss(RUN + ', cause!="padding"'), "{{cause}}"),
+                    ),
+                    unit="percentunit",
+                    width=14,
+                    min=0,
+                    stacked=True,
                 ),
             ),
         ),
@@ -626,6 +671,13 @@ def _panel(spec: Panel, panel_id: int) -> Any:
         )
     elif spec.kind == "table":
         builder = table_builder.Panel()
+    elif spec.kind == "bargauge":
+        builder = (
+            bargauge_builder.Panel()
+            .reduce_options(common_builder.ReduceDataOptions().calcs(["lastNotNull"]))
+            .orientation(common_model.VizOrientation.HORIZONTAL)
+            .display_mode(common_model.BarGaugeDisplayMode.GRADIENT)
+        )
     else:
         builder = timeseries_builder.Panel().legend(
             common_builder.VizLegendOptions()
@@ -633,6 +685,10 @@ def _panel(spec: Panel, panel_id: int) -> Any:
             .placement(common_model.LegendPlacement.BOTTOM)
             .show_legend(True)
         )
+        if spec.stacked:
+            builder = builder.stacking(
+                common_builder.StackingConfig().mode(common_model.StackingMode.NORMAL)
+            ).fill_opacity(60)
         if spec.threshold_line:
             builder = builder.thresholds_style(
                 common_builder.GraphThresholdsStyleConfig().mode(common_model.GraphThresholdsStyleMode.DASHED)

@@ -395,3 +395,15 @@ def test_analyze_of_a_log_without_the_fields_says_unknown(tmp_path: Path) -> Non
     assert loss.recomputation is None and loss.stragglers is None
     assert loss.unexplained == pytest.approx(1 - run.mfu.overall, abs=1e-12)
     assert loss.largest is None
+
+
+def test_html_report_shows_the_split(tmp_path: Path) -> None:
+    from monitor.analysis.report import render_html
+    from monitor.analysis.summary import AnalyzeOptions, analyze
+
+    log, _ = _logged_run(tmp_path)
+    result = analyze([log], AnalyzeOptions(warmup=2, threshold=1.0))
+    page = render_html(result)
+    assert "Where the MFU gap goes" in page and "Where the peak went" in page
+    assert "input pipeline (of step time)" in page and "useful MFU" in page
+    assert page.count("data:image/png;base64,") == 4  # timeline, split, step times, ranks

@@ -16,7 +16,8 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 from numpy.typing import NDArray
 
 from monitor.analysis.steps import StepTable
-from monitor.analysis.summary import RunSummary
+from monitor.analysis.summary import MfuLossOut, RunSummary
+from monitor.live.attribution import TITLES
 
 MAX_POINTS = 1500
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
@@ -167,4 +168,60 @@ def ranks_png(summaries: list[RunSummary]) -> bytes:
         ax.set_ylabel("seconds")
         ax.set_xlabel("rank")
         ax.grid(True, axis="y", alpha=0.3)
+    return _png(fig)
+
+
+# Segments of the MFU-loss bar, left to right: what was achieved, then what was lost (docs/attribution.md).
+_LOSS_SEGMENTS: tuple[tuple[str, str, str], ...] = (
+    ("useful", "useful MFU", "#2ca02c"),
+    ("padding", TITLES["padding"], "#98df8a"),
+    ("recomputation", TITLES["recomputation"], "#9467bd"),
+    ("throttling", TITLES["throttling"], "#d62728"),
+    ("stragglers", TITLES["stragglers"], "#ff7f0e"),
+    ("input_wait", TITLES["input_wait"], "#1f77b4"),
+    ("unexplained", TITLES["unexplained"], "#c7c7c7"),
+)
+
+
+def _loss_values(loss: MfuLossOut) -> dict[str, float]:
+    useful = loss.useful_mfu if loss.useful_mfu is not None else loss.mfu
+    values = {"useful": useful, "padding": loss.padding or 0.0}
+    for key in ("recomputation", "throttling", "stragglers", "input_wait"):
+        values[key] = getattr(loss, key) or 0.0
+    values["unexplained"] = max(0.0, loss.unexplained)  # a negative remainder is listed in the table
+    return values
+
+
+def mfu_loss_png(summaries: list[RunSummary]) -> bytes:
+    """One stacked bar per run (and per run's low-MFU episodes): the peak FLOPs split into useful MFU,
+    padding and each cause of the gap, in percent of the peak."""
+    bars: list[tuple[str, MfuLossOut]] = []
+    for s in summaries:
+        if s.mfu_loss is not None:
+            bars.append((label(s.run, 36), s.mfu_loss))
+        if s.mfu_loss_low_mfu is not None:
+            bars.append((label(s.run, 24) + " (low-MFU episodes)", s.mfu_loss_low_mfu))
+    fig = Figure(figsize=(10, 0.55 * max(1, len(bars)) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    if not bars:
+        ax.text(0.5, 0.5, "no MFU (peak unknown)", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return _png(fig)
+    positions = np.arange(len(bars))[::-1]
+    left = np.zeros(len(bars))
+    for key, name, color in _LOSS_SEGMENTS:
+        widths = np.array([_loss_values(loss)[key] * 100.0 for _, loss in bars])
+        if not widths.any():
+            continue
+        ax.barh(positions, widths, left=left, color=color, label=name, height=0.6)
+        for y, x0, w in zip(positions, left, widths, strict=True):
+            if w >= 4:
+                ax.text(x0 + w / 2, y, f"{w:.0f}", ha="center", va="center", fontsize=8)
+        left += widths
+    ax.set_yticks(positions, [name for name, _ in bars])
+    ax.set_xlim(0, max(100.0, float(left.max())))
+    ax.set_xlabel("% of peak FLOPs (the bar's first segment is the MFU)")
+    ax.set_title("Where the peak went: MFU and the measured causes of the gap", fontsize=10)
+    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(bars) < 3 else -0.12))
+    ax.grid(True, axis="x", alpha=0.3)
     return _png(fig)

@@ -15,8 +15,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from monitor.analysis.plots import ranks_png, step_time_png, timeline_png
-from monitor.analysis.summary import AnalysisResult, RunSummary
+from monitor.analysis.plots import mfu_loss_png, ranks_png, step_time_png, timeline_png
+from monitor.analysis.summary import AnalysisResult, MfuLossOut, RunSummary
+from monitor.live.attribution import LABELS, OF_WHAT, TITLES
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -94,6 +95,10 @@ def side_by_side_rows(runs: Sequence[RunSummary]) -> list[tuple[str, list[str]]]
             ),
         ),
         row("low-MFU episodes", (fmt(r.low_mfu_episodes_total, "int") for r in runs)),
+        row(
+            "MFU lost most to",
+            (r.mfu_loss.verdict if r.mfu_loss is not None and r.mfu_loss.largest else "—" for r in runs),
+        ),
         row("stalls (time lost)", (f"{r.stalls_total} ({fmt(r.stall_lost_seconds, 's')})" for r in runs)),
         row("stragglers", (", ".join(map(str, r.stragglers)) or "none" for r in runs)),
         row("alerts (firing)", (f"{r.alerts.count} ({r.alerts.firing})" for r in runs)),
@@ -120,6 +125,33 @@ def _when(unix: float) -> str:
     return dt.datetime.fromtimestamp(unix, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def loss_rows(scopes: Sequence[MfuLossOut | None]) -> list[list[str]]:
+    """Rows of the MFU-loss table: MFU, each cause's points (— where not measured), useful MFU."""
+    rows = [["MFU", *(fmt(s.mfu if s else None, "pct") for s in scopes)]]
+    for cause in LABELS:
+        cells = [fmt(getattr(s, cause) if s else None, "pct") for s in scopes]
+        rows.append([f"{TITLES[cause]} ({OF_WHAT[cause]})", *cells])
+    rows.append(["useful MFU (without padding)", *(fmt(s.useful_mfu if s else None, "pct") for s in scopes)])
+    return rows
+
+
+def _loss_section(summary: RunSummary) -> str:
+    if summary.mfu_loss is None:
+        return ""
+    head = ["points of peak FLOPs", "measured steps"]
+    scopes = [summary.mfu_loss]
+    if summary.mfu_loss_low_mfu is not None:
+        head.append("low-MFU episodes")
+        scopes.append(summary.mfu_loss_low_mfu)
+    parts = [
+        "<h3>Where the MFU gap goes</h3>",
+        f"<p>{esc(summary.mfu_loss.verdict)}. The causes and the unexplained rest add up to 100% − MFU; "
+        "padding is inside the MFU (see docs/attribution.md). — : not measured in this log.</p>",
+        _table(head, loss_rows(scopes)),
+    ]
+    return "".join(parts)
+
+
 def _run_section(summary: RunSummary, png: bytes) -> str:
     parts = [f"<h2>Run {esc(summary.run)}</h2>"]
     files = ", ".join(summary.files)
@@ -127,6 +159,7 @@ def _run_section(summary: RunSummary, png: bytes) -> str:
     for note in summary.notes:
         parts.append(f'<p class="note">{esc(note)}</p>')
     parts.append(_img(png, f"MFU and tokens/s over time for run {summary.run}"))
+    parts.append(_loss_section(summary))
     if summary.low_mfu_episodes:
         parts.append(
             f"<h3>Low-MFU episodes (MFU below {esc(fmt(summary.threshold, 'pct'))}; "
@@ -236,6 +269,9 @@ def render_html(result: AnalysisResult, title: str = "MFU report") -> str:
             f'<p class="bad">{esc(analysis.skipped_total)} log record(s) skipped: '
             f"{esc(', '.join(f'{n} {k}' for k, n in analysis.skipped.items()))}</p>"
         )
+    if any(r.mfu_loss is not None for r in runs):
+        parts.append("<h2>Where the peak went</h2>")
+        parts.append(_img(mfu_loss_png(runs), "stacked bars: MFU and the causes of the MFU gap per run"))
     for summary, table in zip(runs, result.tables, strict=True):
         parts.append(_run_section(summary, timeline_png(summary, table)))
     parts.append("<h2>Step-time distribution</h2>")

@@ -13,11 +13,12 @@ from monitor.errors import InputError
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "analyze",
-        help="summarise run logs: throughput, MFU, low-MFU episodes, stalls, stragglers",
+        help="summarise run logs: throughput, MFU and why it is low, low-MFU episodes, stalls, stragglers",
         description=(
             "Summarise one or more JSONL run logs (ranks of a run merge by step; different runs "
-            "side by side): tokens/s and MFU after warm-up, time below the threshold, low-MFU episodes, "
-            "stalls, straggler ranks, alerts. Bad lines are skipped, counted and reported in one warning."
+            "side by side): tokens/s and MFU after warm-up, the MFU gap split into measured causes, time "
+            "below the threshold, low-MFU episodes, stalls, straggler ranks, alerts. Bad lines are skipped, "
+            "counted and reported in one warning."
         ),
     )
     parser.add_argument("logs", nargs="+", metavar="LOG", help="JSONL run log(s); one file per rank is fine")
@@ -102,6 +103,8 @@ def _print_human(result: object, html_path: str | None) -> None:
     out.print(table)
     for r in runs:
         lines = [Text(f"{r.run}: ", style="bold") + Text(note) for note in r.notes]
+        if r.mfu_loss is not None and r.mfu_loss.largest:
+            lines.append(Text(f"{r.run}: MFU lost most to {r.mfu_loss.verdict}"))
         for e in r.low_mfu_episodes[:5]:
             lines.append(
                 Text(
