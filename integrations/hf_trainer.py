@@ -18,6 +18,8 @@ what is taken from the trainer.
 A step is closed by ``on_step_end``, which the Trainer calls once per optimizer step, after all
 ``gradient_accumulation_steps`` micro-batches and also when a mixed-precision scaler skipped the update, so
 the monitor's steps equal ``state.global_step``. The optimizer is not hooked (that would close steps twice).
+Evaluation and checkpoint saves between steps (``on_evaluate``, ``on_save``) call ``monitor.resume()``: the
+next step's time starts after them, so they count neither as step time nor as input wait.
 The Trainer has no exception event: after a crash the monitor closes at interpreter exit (``reason="exit"``),
 or call ``callback.close()`` in your own ``finally``.
 """
@@ -84,6 +86,22 @@ class MFUTrainerCallback(TrainerCallback):
         """One optimizer step done: close it with every micro-batch the forward hook counted since."""
         if self._open and self.monitor is not None:
             self.monitor.step()
+
+    def on_evaluate(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """Evaluation ran between steps: the next step's clock starts now (not counted as training)."""
+        self._resume()
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """A checkpoint was written between steps: the next step's clock starts now."""
+        self._resume()
+
+    def _resume(self) -> None:
+        if self._open and self.monitor is not None:
+            self.monitor.resume()
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

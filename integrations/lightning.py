@@ -15,7 +15,9 @@ the FLOPs model), the compute dtype from ``trainer.precision`` ("bf16-mixed" -> 
 Tokens are counted from each training batch's shapes in ``on_train_batch_end`` (every micro-batch, so
 ``accumulate_grad_batches`` is respected); a step is closed when ``trainer.global_step`` moves, i.e. once per
 optimizer step, also under manual optimization. A training step rarely calls the LightningModule's own
-``forward``, so the monitor's forward hook cannot be relied on here: the batch is.
+``forward``, so the monitor's forward hook cannot be relied on here: the batch is. Validation between steps
+(``on_validation_end``) and checkpoint building (``on_save_checkpoint``) call ``monitor.resume()`` so that
+they do not count into the next step's time.
 
 Works with ``lightning.pytorch`` (preferred) or, when only that is installed, ``pytorch_lightning``; with both
 installed, ``PLMFUCallback`` is the same callback for ``pytorch_lightning.Trainer``.
@@ -123,6 +125,19 @@ class _MFUCallbackLogic:
         else:
             mon.step()  # no batch of this step could be read: the forward hook's count, if any
         acc.reset()
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        """Validation ran between steps: the next step's clock starts now (not counted as training)."""
+        self._resume()
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        """Lightning calls this while it builds a checkpoint, before writing it (it has no hook after the
+        write): the time until here is not counted; the write itself still is."""
+        self._resume()
+
+    def _resume(self) -> None:
+        if self._open and self.monitor is not None:
+            self.monitor.resume()
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self.close("train_end")

@@ -7,6 +7,7 @@ from ``state.global_step``; Prometheus values from a fresh registry read while t
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,17 @@ class Probe(TrainerCallback):
         self.samples.append({n: self.registry.get_sample_value(n, labels) for n in names})
 
 
+class SlowEvaluation(TrainerCallback):
+    """An evaluation that takes EVAL_PAUSE longer (listed before the MFU callback, whose on_evaluate then
+    restarts the step clock)."""
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        time.sleep(EVAL_PAUSE)
+
+
+EVAL_PAUSE = 0.5
+
+
 def _args(tmp_path: Path, **overrides: Any) -> TrainingArguments:
     options: dict[str, Any] = {
         "output_dir": str(tmp_path / "out"),
@@ -84,7 +96,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     args = _args(tmp, eval_strategy="steps", eval_steps=2, per_device_eval_batch_size=4)
     # Evaluation after steps 2 and 4 runs the model too (under no_grad): its tokens must not count.
     trainer = Trainer(
-        model=model, args=args, train_dataset=Samples(), eval_dataset=Samples(), callbacks=[cb, probe]
+        model=model,
+        args=args,
+        train_dataset=Samples(),
+        eval_dataset=Samples(),
+        callbacks=[SlowEvaluation(), cb, probe],
     )
     trainer.train()
     return {"cb": cb, "probe": probe, "log": read_log(log), "trainer": trainer, "model": model}
@@ -95,6 +111,13 @@ def test_steps_equal_optimizer_steps(trained: dict[str, Any]) -> None:
     assert trained["trainer"].state.global_step == STEPS
     assert [s["step"] for s in steps] == list(range(STEPS))
     assert trained["cb"].last_snapshot.steps == STEPS
+
+
+def test_evaluation_between_steps_counts_into_no_step(trained: dict[str, Any]) -> None:
+    # evaluation (EVAL_PAUSE longer) ran after step 2, i.e. between step records 1 and 2
+    steps = trained["log"]["step"]
+    assert max(s["step_seconds"] for s in steps[1:]) < EVAL_PAUSE / 2
+    assert all((s["input_wait_seconds"] or 0.0) < EVAL_PAUSE / 2 for s in steps)
 
 
 def test_tokens_count_every_micro_batch(trained: dict[str, Any]) -> None:

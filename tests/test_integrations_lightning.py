@@ -7,6 +7,7 @@ FlopCounterMode per micro-batch, steps from ``trainer.global_step``.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ BATCH = 2
 ACCUM = 2
 STEPS = 4
 LENGTHS = (16, 24)  # micro-batches alternate between two sequence lengths
+VAL_PAUSE = 0.25  # each validation batch takes this much longer (validation is not training time)
 
 
 def llm_batches(n: int) -> list[dict[str, torch.Tensor]]:
@@ -50,6 +52,7 @@ class LlamaModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.val_batches += 1
         self.model(**batch)
+        time.sleep(VAL_PAUSE)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=1e-3)
@@ -329,3 +332,10 @@ def test_two_ranks_ddp_spawn(tmp_path: Path) -> None:
     for end in records["run_end"]:
         assert end["steps"] == 3 and end["tokens"] == 3 * ACCUM * BATCH * 16
     assert len(records["step"]) == 2 * 3
+
+
+def test_validation_between_steps_counts_into_no_step(trained: dict[str, Any]) -> None:
+    # validation (2 batches, VAL_PAUSE longer each) ran after step 2, between step records 1 and 2
+    steps = trained["log"]["step"]
+    assert len(steps) == STEPS
+    assert max(s["step_seconds"] for s in steps[1:]) < VAL_PAUSE
