@@ -101,6 +101,8 @@ class MFUMonitor:
       token_budget: tokens the run will process (for the ETA); live: show the rich terminal view.
       gpu_backend, gpu_index: NVML backend and this rank's NVML GPU index (default: the model's device).
       timer: a ``TimerBackend`` (default: CUDA events for a CUDA model, the host clock otherwise).
+      rank, world_size: this process's place, for launchers without torch.distributed (ignored once it is
+        initialised); first_step: the index of the first step (a resumed run continues its numbering).
     """
 
     def __init__(
@@ -139,6 +141,9 @@ class MFUMonitor:
         process_group: Any = None,
         handle_sigterm: bool = True,
         flush_seconds: float = 5.0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        first_step: int = 0,
     ) -> None:
         _check_inputs(
             flops_per_token=flops_per_token,
@@ -156,6 +161,9 @@ class MFUMonitor:
             token_budget=token_budget,
             model=model,
             optimizer=optimizer,
+            rank=rank,
+            world_size=world_size,
+            first_step=first_step,
         )
         self._lock = threading.RLock()
         self._writer: Any = None
@@ -169,10 +177,15 @@ class MFUMonitor:
         self.optimizer = optimizer
         place = rank_place()
         self.rank, self.local_rank, self.world_size = place.rank, place.local_rank, place.world_size
+        if not dist_initialized():  # launchers without torch.distributed may say where this process is
+            self.rank = self.rank if rank is None else rank
+            self.world_size = self.world_size if world_size is None else world_size
         self.run = run or _default_run_id()
         self.device = _model_device(model)
         self.dtype = _resolve_dtype(dtype, model)
-        self._warmup = warmup_steps
+        self._first_step = first_step
+        self._warmup_steps = warmup_steps
+        self._warmup = first_step + warmup_steps  # step indices below this are warm-up
         self._window_steps = window_steps
         self._window_seconds = float(window_seconds)
         self._log_every = log_every
@@ -202,7 +215,7 @@ class MFUMonitor:
         self.model_name, self.params = _model_identity(model, self._flops_source)
 
         # Hot-path state.
-        self._nsteps = 0
+        self._nsteps = first_step  # the next step's index (a resumed run continues its numbering)
         self._prev_marker: Any = None
         self._prev_end_perf: float | None = None
         self._fwd_perf: float | None = None
@@ -658,7 +671,7 @@ class MFUMonitor:
                 dtype=self.dtype,
                 model=self.model_name,
                 params=self.params,
-                steps=self._nsteps,
+                steps=self._nsteps - self._first_step,
                 resolved_steps=self._resolved,
                 tokens_total=self._tokens_total,
                 real_tokens_total=self._real_total if self._masked_tokens else None,
@@ -670,7 +683,7 @@ class MFUMonitor:
                 flops_method=self._flops_method(),
                 peak_flops_per_second=peak,
                 peak_source=self.peak_source,
-                warmup_steps=self._warmup,
+                warmup_steps=self._warmup_steps,
                 window_steps=r.steps,
                 window_seconds=r.seconds,
                 tokens_per_second=r.tokens_per_second,
@@ -978,7 +991,7 @@ class MFUMonitor:
                 peak_source=self.peak_source,
                 flops_method=self._flops_method(),
                 hardware_flops_per_token=fpt[1] if fpt else None,
-                warmup_steps=self._warmup,
+                warmup_steps=self._warmup_steps,
                 local_rank=self.local_rank,
                 timer=self._timer.name,
             )
@@ -1280,6 +1293,20 @@ def _check_inputs(**kw: Any) -> None:
         v = kw[name]
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
             raise InputError(name, f"must be a positive integer, got {v!r}", f"pass e.g. {name}=...")
+    for name, fix in (
+        ("first_step", "pass the index of the run's next optimizer step, e.g. first_step=1000"),
+        ("rank", "pass this process's rank, e.g. rank=0"),
+    ):
+        v = kw[name]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise InputError(name, f"must be a non-negative integer, got {v!r}", fix)
+    size = kw["world_size"]
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise InputError("world_size", f"must be a positive integer, got {size!r}", "pass e.g. world_size=8")
+    if size is not None and kw["rank"] is not None and kw["rank"] >= size:
+        raise InputError(
+            "rank", f"{kw['rank']} is not below world_size {size}", "pass 0 <= rank < world_size"
+        )
     w = kw["warmup_steps"]
     if isinstance(w, bool) or not isinstance(w, int) or w < 0:
         raise InputError(
