@@ -242,6 +242,10 @@ def build_monitor(
     from monitor.live.monitor import MFUMonitor
 
     kwargs = dict(options)
+    # the trainer's place, for when torch.distributed is not initialised (the monitor ignores it otherwise)
+    if rank is not None and world_size is not None and 0 <= rank < world_size:
+        kwargs.setdefault("rank", rank)
+        kwargs.setdefault("world_size", world_size)
     if kwargs.get("dtype") is None and dtype is not None:
         kwargs["dtype"] = dtype
     if spec is not None and kwargs.get("spec") is None and kwargs.get("flops_per_token") is None:
