@@ -204,7 +204,7 @@ def test_run_log_step_records_carry_what_the_offline_split_needs(tmp_path: Path)
         assert r["sm_clock_ratio"] == 0.75
         assert r["real_tokens"] == 14 and r["tokens"] == 16
         assert r["hardware_flops"] == r["model_flops"]
-        assert 0 <= r["pre_backward_seconds"] <= r["step_seconds"]
+        assert r["pre_backward_seconds"] is None  # one process: no ranks to wait for, not measured
     assert all(r["input_wait_seconds"] is not None for r in steps[1:])
 
 
