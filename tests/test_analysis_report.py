@@ -38,8 +38,10 @@ def test_report_is_self_contained_and_escaped(report: Path) -> None:
     # nothing is fetched from anywhere: every image is inline, no stylesheet or script links
     sources = re.findall(r'\b(?:src|href)="([^"]*)"', text)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
-    # plots: one timeline per run, the step-time distribution, the ranks comparison
-    assert len(sources) == 2 + 2
+    # plots: one timeline per run, where the peak went (the MFU-loss bars), the step-time distribution, the
+    # ranks comparison
+    assert len(sources) == 2 + 3
+    assert "Where the peak went" in text
 
 
 def _chromium() -> str | None:
@@ -93,7 +95,7 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
     match = re.search(r'<pre id="probe">(.*?)</pre>', dumped.stdout, re.S)
     assert match, f"no probe output; chromium said: {dumped.stderr[-2000:]}"
     found = json.loads(match.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
-    assert found["complete"] and len(found["widths"]) == 4
+    assert found["complete"] and len(found["widths"]) == 5
     assert all(width > 0 for width in found["widths"]), found  # every plot decoded
     assert found["scripts"] == 1  # only the probe: the run name stayed text
     assert found["shown"]  # ... and is shown as the literal text
