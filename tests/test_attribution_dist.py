@@ -60,3 +60,18 @@ def test_offline_straggler_share_is_the_ranks_mean(straggler_run: Path) -> None:
     assert loss.largest == "stragglers"
     parts = [loss.input_wait, loss.stragglers, loss.throttling, loss.recomputation, loss.unexplained]
     assert sum(p or 0.0 for p in parts) == pytest.approx(1 - loss.mfu, abs=1e-9)
+
+
+def test_offline_split_is_the_same_a_chunk_at_a_time(
+    straggler_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monitor.analysis import summary
+
+    logs = [straggler_run / "rank0.jsonl", straggler_run / "rank1.jsonl"]
+    whole = analyze(logs, AnalyzeOptions(warmup=5)).analysis.runs[0].mfu_loss
+    monkeypatch.setattr(summary._LossInputs, "CHUNK", 3)  # chunks cut at step boundaries: 2 ranks a step
+    chunked = analyze(logs, AnalyzeOptions(warmup=5)).analysis.runs[0].mfu_loss
+    assert whole is not None and chunked is not None
+    for key, value in whole.model_dump().items():
+        if isinstance(value, float):
+            assert getattr(chunked, key) == pytest.approx(value, rel=1e-12, abs=1e-15), key

@@ -46,14 +46,17 @@ class StepTable:
     rec_index: Ints | None = None
     columns: StepColumns | None = None
 
-    def rec_column(self, name: str) -> Floats:
-        """An optional per-record column (``StepColumns`` attribute), in record order; NaN where absent."""
-        n = self.rec_rank.shape[0]
-        if self.columns is None or self.rec_index is None or n == 0:
-            return np.full(n, np.nan)
+    def rec_column(self, name: str, start: int = 0, stop: int | None = None) -> Floats | None:
+        """Records ``start:stop`` (record order) of a float column (``StepColumns`` attribute), NaN where a
+        record has no value; None when no record of the run has one (an optional field no record carries)."""
+        if self.columns is None or self.rec_index is None:
+            return None
+        index = self.rec_index[start:stop]
         if name in ("tokens", "flops", "seconds", "time"):
-            return np.frombuffer(getattr(self.columns, name), dtype=np.float64)[self.rec_index]
-        return self.columns.optional(name)[self.rec_index]
+            return np.frombuffer(getattr(self.columns, name), dtype=np.float64)[index]
+        if not len(getattr(self.columns, name)):
+            return None
+        return self.columns.optional(name)[index]
 
     def __len__(self) -> int:
         return int(self.step.shape[0])

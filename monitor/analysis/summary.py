@@ -30,7 +30,7 @@ from monitor.analysis.episodes import distribution, low_mfu_episodes, rank_stats
 from monitor.analysis.read import SKIP_KINDS, LogSet, RunLog, read_logs
 from monitor.analysis.steps import StepTable, build_step_table, peaks_by_rank
 from monitor.errors import InputError
-from monitor.live.attribution import MfuLoss, attribute, verdict
+from monitor.live.attribution import LossSums, MfuLoss, loss_sums, split, verdict
 
 
 @dataclass(frozen=True)
@@ -473,52 +473,77 @@ def _ranks(summary: RunSummary, table: StepTable, options: AnalyzeOptions) -> No
 
 
 class _LossInputs:
-    """Per-record arrays for ``monitor.live.attribution.attribute`` (one implementation, live and here).
+    """Per-record inputs of ``monitor.live.attribution`` (one implementation, live and here), gathered a
+    chunk of records at a time so that a long log's split costs a few small arrays, not a dozen full ones.
 
     A record's time is its step's wall time (the slowest rank's, as ``mfu.overall`` uses), so the split of the
     measured steps adds up to 1 - ``mfu.overall``. The straggler wait of a record is the step's largest
     ``pre_backward_seconds`` over ranks minus its own (known only where at least two ranks logged it)."""
 
+    CHUNK = 1 << 16  # records per chunk (cut at step boundaries: a step's ranks stay together)
+
     def __init__(self, log: RunLog, table: StepTable, options: AnalyzeOptions) -> None:
+        self.table = table
+        self.peaks = peaks_by_rank(log, options.peak_flops_per_second)
+        self.bounds: list[tuple[int, int]] = []
         row = table.rec_step_row
-        self.row = row
-        self.seconds = table.seconds[row]
-        peaks = peaks_by_rank(log, options.peak_flops_per_second)
-        self.peak = np.array([peaks.get(r, np.nan) for r in table.rec_rank.tolist()], dtype=np.float64)
-        self.flops = table.rec_column("flops")
-        tokens = table.rec_column("tokens")
-        real = table.rec_column("real_tokens")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            self.real_fraction = np.where(tokens > 0, real / tokens, np.nan)
-        self.hardware = table.rec_column("hardware_flops")
-        self.wait = table.rec_column("input_wait")
-        self.clock = table.rec_column("sm_clock_ratio")
-        pre = table.rec_column("pre_backward")
-        self.straggler = np.full(row.shape[0], np.nan)
-        if row.shape[0] and np.isfinite(pre).any():
+        n, start = row.shape[0], 0
+        while start < n:
+            stop = min(n, start + self.CHUNK)
+            if stop < n:  # back to the first record of that step (or on past it, for a step of many ranks)
+                cut = int(np.searchsorted(row, row[stop], side="left"))
+                stop = cut if cut > start else int(np.searchsorted(row, row[stop], side="right"))
+            self.bounds.append((start, stop))
+            start = stop
+
+    def _sums(self, start: int, stop: int, select: np.ndarray) -> LossSums:
+        table = self.table
+        row = table.rec_step_row[start:stop]
+        ranks = table.rec_rank[start:stop][select]
+        unique, inverse = np.unique(ranks, return_inverse=True)
+        peak = np.array([self.peaks.get(r, np.nan) for r in unique.tolist()], dtype=np.float64)[inverse]
+
+        def column(name: str) -> np.ndarray | None:
+            values = table.rec_column(name, start, stop)
+            return None if values is None else values[select]
+
+        flops = column("flops")
+        real = column("real_tokens")
+        real_fraction = None
+        if real is not None:
+            tokens = column("tokens")
+            assert tokens is not None  # a core column: always there
+            with np.errstate(divide="ignore", invalid="ignore"):
+                real_fraction = np.where(tokens > 0, real / tokens, np.nan)
+        straggler = None
+        pre = table.rec_column("pre_backward", start, stop)
+        if pre is not None:
             starts = np.flatnonzero(np.diff(row, prepend=-1))
+            group = np.cumsum(np.diff(row, prepend=-1) != 0) - 1
             known = np.add.reduceat(np.isfinite(pre).astype(np.int64), starts)
             with np.errstate(invalid="ignore"):
                 slowest = np.fmax.reduceat(pre, starts)  # NaN-ignoring
-            group = np.cumsum(np.diff(row, prepend=-1) != 0) - 1
             ok = (known[group] >= 2) & np.isfinite(pre)
-            self.straggler[ok] = slowest[group][ok] - pre[ok]
+            straggler = np.where(ok, slowest[group] - pre, np.nan)[select]
+        return loss_sums(
+            table.seconds[row[select]],
+            peak,
+            flops if flops is not None else np.nan,
+            hardware_flops=column("hardware_flops"),
+            input_wait=column("input_wait"),
+            straggler_wait=straggler,
+            clock_ratio=column("sm_clock_ratio"),
+            real_fraction=real_fraction,
+        )
 
     def split(self, select: np.ndarray) -> MfuLossOut | None:
-        if not select.any():
-            return None
-        return MfuLossOut.of(
-            attribute(
-                self.seconds[select],
-                self.peak[select],
-                self.flops[select],
-                hardware_flops=self.hardware[select],
-                input_wait=self.wait[select],
-                straggler_wait=self.straggler[select],
-                clock_ratio=self.clock[select],
-                real_fraction=self.real_fraction[select],
-            )
-        )
+        """The split over the records ``select`` (a boolean per record) marks."""
+        total = LossSums()
+        for start, stop in self.bounds:
+            chunk = select[start:stop]
+            if chunk.any():
+                total = total + self._sums(start, stop, chunk)
+        return MfuLossOut.of(split(total))
 
 
 def _mfu_loss(
@@ -527,17 +552,21 @@ def _mfu_loss(
     """The MFU gap split into causes over the measured steps, over all low-MFU episodes, and per listed
     episode."""
     inputs = _LossInputs(log, table, options)
+    rec_row = table.rec_step_row
     measured = np.zeros(len(table), dtype=bool)
     measured[rows] = True
-    summary.mfu_loss = inputs.split(measured[inputs.row])
+    summary.mfu_loss = inputs.split(measured[rec_row])
     mfu = table.mfu
     low = measured & np.isfinite(mfu) & (mfu < options.threshold)
     if low.any():
-        summary.mfu_loss_low_mfu = inputs.split(low[inputs.row])
-    rec_steps = table.step[inputs.row]
+        summary.mfu_loss_low_mfu = inputs.split(low[rec_row])
     for episode in summary.low_mfu_episodes:
-        inside = low[inputs.row] & (rec_steps >= episode.start_step) & (rec_steps <= episode.end_step)
-        episode.mfu_loss = inputs.split(inside)
+        # the episode's rows (steps are sorted), then its records
+        first = int(np.searchsorted(table.step, episode.start_step, side="left"))
+        last = int(np.searchsorted(table.step, episode.end_step, side="right"))
+        inside = np.zeros(len(table), dtype=bool)
+        inside[first:last] = low[first:last]
+        episode.mfu_loss = inputs.split(inside[rec_row])
 
 
 def _alerts(summary: RunSummary, log: RunLog, options: AnalyzeOptions) -> None:

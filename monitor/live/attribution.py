@@ -111,6 +111,120 @@ def _known(arr: NDArray[np.float64] | None, default: float, n: int) -> NDArray[n
     return np.where(np.isfinite(arr), arr, default)
 
 
+@dataclass(frozen=True)
+class LossSums:
+    """The sums the split is made of (FLOPs, or seconds x peak), over any set of steps; sums of parts add up
+    (``+``), so a long run can be summed a chunk at a time. ``known`` holds the causes some step measured."""
+
+    capacity: float = 0.0  # sum of seconds x peak
+    model: float = 0.0  # sum of model FLOPs
+    hardware: float = 0.0  # sum of hardware FLOPs (the model FLOPs where unknown)
+    input_wait: float = 0.0
+    stragglers: float = 0.0
+    throttling: float = 0.0
+    at_clock: float = 0.0  # sum of work seconds x clock ratio x peak
+    padding: float = 0.0
+    known: frozenset[str] = frozenset()
+
+    def __add__(self, other: LossSums) -> LossSums:
+        fields = ("capacity", "model", "hardware", "input_wait", "stragglers", "throttling", "at_clock",
+                  "padding")  # fmt: skip
+        values = {f: getattr(self, f) + getattr(other, f) for f in fields}
+        return LossSums(**values, known=self.known | other.known)
+
+
+def loss_sums(
+    seconds: ArrayLike,
+    peak: ArrayLike,
+    model_flops: ArrayLike,
+    *,
+    hardware_flops: ArrayLike | None = None,
+    input_wait: ArrayLike | None = None,
+    straggler_wait: ArrayLike | None = None,
+    clock_ratio: ArrayLike | None = None,
+    real_fraction: ArrayLike | None = None,
+) -> LossSums:
+    """The sums of the module docstring's terms over some steps (one entry per step and rank; scalars
+    broadcast; NaN = unknown). Steps without a positive time and peak are left out."""
+    secs = np.atleast_1d(np.asarray(seconds, dtype=np.float64))
+    n = secs.shape[0]
+    peaks = _column(peak, n)
+    flops = _column(model_flops, n)
+    if peaks is None or flops is None or n == 0:
+        return LossSums()
+    ok = np.isfinite(secs) & np.isfinite(peaks) & np.isfinite(flops) & (secs > 0) & (peaks > 0)
+    every = bool(ok.all())
+    if not every:
+        secs, peaks, flops = secs[ok], peaks[ok], flops[ok]
+    if secs.shape[0] == 0:
+        return LossSums()
+    flops = np.maximum(flops, 0.0)
+
+    def pick(values: ArrayLike | None) -> NDArray[np.float64] | None:
+        col = _column(values, n)
+        if col is None:
+            return None
+        if not every:
+            col = col[ok]
+        return col if np.isfinite(col).any() else None
+
+    wait_col, strag_col, clock_col = pick(input_wait), pick(straggler_wait), pick(clock_ratio)
+    hw_col, real_col = pick(hardware_flops), pick(real_fraction)
+    known = {
+        name
+        for name, col in (("input_wait", wait_col), ("stragglers", strag_col), ("throttling", clock_col),
+                          ("recomputation", hw_col), ("padding", real_col))
+        if col is not None
+    }  # fmt: skip
+
+    # Times, each clamped into what is left of the step, so that no cause can exceed its step.
+    m = secs.shape[0]
+    wait = np.clip(_known(wait_col, 0.0, m), 0.0, secs)
+    strag = np.clip(_known(strag_col, 0.0, m), 0.0, secs - wait)
+    work = secs - wait - strag
+    clock = np.clip(_known(clock_col, 1.0, m), 0.0, 1.0)
+    # hardware FLOPs never below the model FLOPs; unknown -> the model FLOPs (no recomputation seen)
+    hardware = flops if hw_col is None else np.maximum(np.where(np.isfinite(hw_col), hw_col, flops), flops)
+    padding = 0.0
+    if real_col is not None:
+        real = np.clip(_known(real_col, 1.0, m), 0.0, 1.0)
+        padding = float((flops * (1.0 - real)).sum())
+    return LossSums(
+        capacity=float((secs * peaks).sum()),
+        model=float(flops.sum()),
+        hardware=float(hardware.sum()),
+        input_wait=float((wait * peaks).sum()),
+        stragglers=float((strag * peaks).sum()),
+        throttling=float((work * (1.0 - clock) * peaks).sum()),
+        at_clock=float((work * clock * peaks).sum()),
+        padding=padding,
+        known=frozenset(known),
+    )
+
+
+def split(sums: LossSums) -> MfuLoss | None:
+    """The sums as points of the peak (module docstring); None when the capacity is zero (no MFU)."""
+    capacity = sums.capacity
+    if not capacity > 0:
+        return None
+    mfu = sums.model / capacity
+
+    def points(name: str, value: float) -> float | None:
+        return value / capacity if name in sums.known else None
+
+    padding = points("padding", sums.padding)
+    return MfuLoss(
+        mfu=mfu,
+        input_wait=points("input_wait", sums.input_wait),
+        stragglers=points("stragglers", sums.stragglers),
+        throttling=points("throttling", sums.throttling),
+        recomputation=points("recomputation", sums.hardware - sums.model),
+        unexplained=(sums.at_clock - sums.hardware) / capacity,
+        padding=padding,
+        useful_mfu=None if padding is None else mfu - padding,
+    )
+
+
 def attribute(
     seconds: ArrayLike,
     peak: ArrayLike,
@@ -122,64 +236,20 @@ def attribute(
     clock_ratio: ArrayLike | None = None,
     real_fraction: ArrayLike | None = None,
 ) -> MfuLoss | None:
-    """Split 1 - MFU of a set of steps into causes (module docstring). One entry per step (per rank);
-    scalars broadcast. ``real_fraction`` = real / processed tokens. None when the capacity (seconds x peak)
-    is unknown or zero — no MFU, no split."""
-    secs = np.atleast_1d(np.asarray(seconds, dtype=np.float64))
-    n = secs.shape[0]
-    peaks = _column(peak, n)
-    flops = _column(model_flops, n)
-    if peaks is None or flops is None:
-        return None
-    ok = np.isfinite(secs) & np.isfinite(peaks) & np.isfinite(flops) & (secs > 0) & (peaks > 0)
-    if not ok.any():
-        return None
-    secs, peaks, flops = secs[ok], peaks[ok], np.maximum(flops[ok], 0.0)
-    capacity = float((secs * peaks).sum())
-    if not capacity > 0:
-        return None
-
-    def pick(values: ArrayLike | None) -> NDArray[np.float64] | None:
-        col = _column(values, n)
-        if col is None:
-            return None
-        col = col[ok]
-        return col if np.isfinite(col).any() else None
-
-    wait_col, strag_col, clock_col = pick(input_wait), pick(straggler_wait), pick(clock_ratio)
-    hw_col, real_col = pick(hardware_flops), pick(real_fraction)
-
-    # Times, each clamped into what is left of the step, so that no cause can exceed its step.
-    m = secs.shape[0]
-    wait = np.clip(_known(wait_col, 0.0, m), 0.0, secs)
-    strag = np.clip(_known(strag_col, 0.0, m), 0.0, secs - wait)
-    work = secs - wait - strag
-    clock = np.clip(_known(clock_col, 1.0, m), 0.0, 1.0)
-    # hardware FLOPs never below the model FLOPs; unknown -> the model FLOPs (no recomputation seen)
-    hardware = flops if hw_col is None else np.maximum(np.where(np.isfinite(hw_col), hw_col, flops), flops)
-
-    mfu = float(flops.sum()) / capacity
-    input_pts = float((wait * peaks).sum()) / capacity
-    strag_pts = float((strag * peaks).sum()) / capacity
-    throttle_pts = float((work * (1.0 - clock) * peaks).sum()) / capacity
-    recompute_pts = float((hardware - flops).sum()) / capacity
-    at_clock = float((work * clock * peaks).sum()) / capacity
-    unexplained = at_clock - float(np.sum(hardware)) / capacity
-
-    padding = useful = None
-    if real_col is not None:
-        real = np.clip(_known(real_col, 1.0, m), 0.0, 1.0)
-        padding = float((flops * (1.0 - real)).sum()) / capacity
-        useful = mfu - padding
-    return MfuLoss(
-        mfu=mfu,
-        input_wait=input_pts if wait_col is not None else None,
-        stragglers=strag_pts if strag_col is not None else None,
-        throttling=throttle_pts if clock_col is not None else None,
-        recomputation=recompute_pts if hw_col is not None else None,
-        unexplained=unexplained,
-        padding=padding,
-        useful_mfu=useful,
+    """Split 1 - MFU of a set of steps into causes (module docstring): ``split(loss_sums(...))``. One entry
+    per step (per rank); scalars broadcast; ``real_fraction`` = real / processed tokens. None when the
+    capacity (seconds x peak) is unknown or zero — no MFU, no split."""
+    return split(
+        loss_sums(
+            seconds,
+            peak,
+            model_flops,
+            hardware_flops=hardware_flops,
+            input_wait=input_wait,
+            straggler_wait=straggler_wait,
+            clock_ratio=clock_ratio,
+            real_fraction=real_fraction,
+        )
     )
 
 

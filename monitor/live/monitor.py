@@ -759,11 +759,14 @@ class MFUMonitor:
             self._clock_ratio = min(ratios)
 
     def _max_clock_hz(self) -> float | None:
-        try:
-            mhz = self._gpu.device_info(self._gpu_indices[0]).max_sm_clock_mhz
-        except Exception:
-            return None
-        return mhz * 1e6 if mhz else None
+        """The max SM clock from NVML's device info, read once (a reading without its own max uses it)."""
+        if not hasattr(self, "_max_clock"):
+            try:
+                mhz = self._gpu.device_info(self._gpu_indices[0]).max_sm_clock_mhz
+            except Exception:
+                mhz = None
+            self._max_clock: float | None = mhz * 1e6 if mhz else None
+        return self._max_clock
 
     # --- FLOPs, peak ---
     def _resolve_flops_source(self, spec: Any, flops_per_token: float | None) -> Any:
