@@ -29,7 +29,8 @@ import signal
 import threading
 import time
 from bisect import bisect_left as _bisect_left
-from collections import Counter, deque
+from bisect import bisect_right as _bisect_right
+from collections import deque
 from collections.abc import Callable
 from operator import itemgetter, sub
 from pathlib import Path
@@ -216,6 +217,7 @@ class MFUMonitor:
 
         # Hot-path state.
         self._nsteps = first_step  # the next step's index (a resumed run continues its numbering)
+        self._countdown = log_every - first_step % log_every  # steps to the next multiple of log_every
         self._prev_marker: Any = None
         self._prev_end_perf: float | None = None
         self._fwd_perf: float | None = None
@@ -280,38 +282,51 @@ class MFUMonitor:
 
     # --- hot path ---
     def _pre_hook(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Forward pre-hook: shapes only (tokens, sequence length), a mask kept for later, a timestamp."""
-        if not _grad_enabled() or self._measuring:  # evaluation (no_grad) is not training throughput
+        """Forward pre-hook: shapes only (tokens, sequence length), a mask kept for later, a timestamp.
+
+        Kept lean (benchmarks/overhead.py): the common call (``input_ids=`` on the step's first forward, no
+        mask) reads two shape facts and sets four attributes; the rare cases go through ``_pre_rare``."""
+        if self._measuring or not _grad_enabled():  # evaluation (no_grad) is not training throughput
             return None
         try:
             if self._fwd_perf is None:
-                self._fwd_perf = _perf()
+                self._fwd_perf = now = _perf()
                 if self._prev_marker is None:  # the very first step starts at its first forward
-                    self._prev_marker = self._fwd_perf if self._host_timer else self._timer.mark()
+                    self._prev_marker = now if self._host_timer else self._timer.mark()
             ids = kwargs.get("input_ids")
-            if ids is not None:
-                shape = ids.shape
-                n, s = ids.numel(), (shape[-1] if shape else 1)
-            else:
-                counted = tokens_in(args, kwargs)
-                if counted is None:
-                    return None
-                n, s = counted
-            if self._tok and s != self._seq:  # a micro-batch of another length in the same step
-                other = self._other if self._other is not None else {}
-                other[s] = other.get(s, 0) + n
-                self._other = other
-            else:
-                self._seq = s
-                self._tok += n
-            mask = kwargs.get("attention_mask")
-            if mask is not None and mask.dim() == 2 and mask.numel() == n:
-                if self._masks is None:
-                    self._masks = []
-                self._masks.append(DeferredCount(mask))
+            if ids is None or self._tok or "attention_mask" in kwargs:
+                self._pre_rare(ids, args, kwargs)
+                return None
+            shape = ids.shape
+            self._tok = ids.numel()
+            self._seq = shape[-1] if shape else 1
         except Exception as exc:
             self._error("forward hook", exc)
         return None
+
+    def _pre_rare(self, ids: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """The forward pre-hook's other cases: no ``input_ids`` (embeddings, a positional tensor), a further
+        micro-batch of the step (gradient accumulation, maybe of another length), an attention mask."""
+        if ids is not None:
+            shape = ids.shape
+            n, s = ids.numel(), (shape[-1] if shape else 1)
+        else:
+            counted = tokens_in(args, kwargs)
+            if counted is None:
+                return
+            n, s = counted
+        if self._tok and s != self._seq:  # a micro-batch of another length in the same step
+            other = self._other if self._other is not None else {}
+            other[s] = other.get(s, 0) + n
+            self._other = other
+        else:
+            self._seq = s
+            self._tok += n
+        mask = kwargs.get("attention_mask")
+        if mask is not None and mask.dim() == 2 and mask.numel() == n:
+            if self._masks is None:
+                self._masks = []
+            self._masks.append(DeferredCount(mask))
 
     def _post_forward_hook(self, module: Any, args: Any, output: Any) -> None:
         """Forward post-hook: a hook on the output's gradient marks when this forward's backward starts."""
@@ -350,20 +365,24 @@ class MFUMonitor:
             )  # fmt: skip
             self._prev_marker = marker
             self._prev_end_perf = now
-            self._fwd_perf = None
-            self._bwd_perf = None
+            self._fwd_perf = self._bwd_perf = self._other = self._masks = None
             self._tok = 0
-            self._other = None
-            self._masks = None
-            self._nsteps = n = n + 1
-            if n % self._log_every == 0:
-                # Same steps on every rank: the all-reduce lines up. On one process, a tick is due only by
-                # time or when many steps wait (batches amortise a tick's fixed cost).
-                if dist_initialized():
-                    self._tick(reduce=True)
-                elif now >= self._next_tick or len(self._pending) >= _MAX_PENDING:
-                    self._tick(reduce=False)
-            elif now >= self._next_tick:
+            self._nsteps = n + 1
+            # One countdown to the next multiple of log_every and one clock comparison, instead of a modulo.
+            c = self._countdown - 1
+            if c and now < self._next_tick:
+                self._countdown = c
+                return
+            if c:  # a tick by time between multiples of log_every
+                self._countdown = c
+                self._tick(reduce=False)
+                return
+            self._countdown = self._log_every
+            # Same steps on every rank: the all-reduce lines up. On one process, a tick is due only by time
+            # or when many steps wait (batches amortise a tick's fixed cost).
+            if dist_initialized():
+                self._tick(reduce=True)
+            elif now >= self._next_tick or len(self._pending) >= _MAX_PENDING:
                 self._tick(reduce=False)
         except Exception as exc:
             self._error("optimizer hook", exc)
@@ -500,19 +519,23 @@ class MFUMonitor:
         A record is ``(raw, seconds, (training, hardware) FLOPs per token)``: the hot path's own tuple is
         kept as it is (no per-step object built here); StepSamples are made only when someone reads them.
         """
+        total_seconds = math.fsum(seconds)
         lengths = set(map(_item7, batch))
         if len(lengths) == 1 and not any(map(_item8, batch)) and not any(map(_item9, batch)):
             # The common case, in C-level passes: one sequence length, no attention masks.
             (length,) = lengths
             fpt = (self._fpt(length) or _NO_FLOPS) if length is not None else _NO_FLOPS
-            records: list[_Resolved] = list(zip(batch, seconds, itertools.repeat(fpt)))
             tokens = sum(map(_item6, batch))
             model_flops, hw_flops = tokens * fpt[0], tokens * fpt[1]
-            if batch[0][0] >= self._warmup:
-                post = (tokens, model_flops, math.fsum(seconds))
-            else:
-                post = self._post_sums(records)
             with_real = any(map(_item10, batch))
+            if batch[0][0] >= self._warmup and not with_real and not self._log_steps:
+                # Only the last records are kept (the recent-steps deque): build no more than those.
+                keep = -(self._resolved_steps.maxlen or len(batch))
+                records: list[_Resolved] = list(zip(batch[keep:], seconds[keep:], itertools.repeat(fpt)))
+                post = (tokens, model_flops, total_seconds)
+            else:
+                records = list(zip(batch, seconds, itertools.repeat(fpt)))
+                post = self._post_sums(records)
         else:
             records = [self._normalised(r, sec) for r, sec in zip(batch, seconds, strict=True)]
             tokens = sum(rec[0][6] for rec in records)
@@ -523,7 +546,7 @@ class MFUMonitor:
         self._resolved_steps.extend(records)
         if self._log_steps:
             self._unlogged.extend(records)
-        self._resolved += len(records)
+        self._resolved += len(batch)
         self._tokens_total += tokens
         self._model_flops_total += model_flops
         self._hw_flops_total += hw_flops
@@ -534,10 +557,23 @@ class MFUMonitor:
             given = [(rec[0][6], rec[0][10]) for rec in records if rec[0][10] is not None]
             self._real_total += sum(x for _, x in given)
             self._masked_tokens += sum(t for t, _ in given)
+        # The histogram per bucket (cumulated at snapshot time): a bucket holds the durations d with
+        # bound[i-1] < d <= bound[i] (Prometheus' "le"). Steps of a batch mostly share one bucket: when the
+        # shortest and the longest do, that is all; otherwise the count at or below each bound is one
+        # bisection of the sorted durations.
         counts = self._bucket_counts
-        for i, k in Counter(map(_bisect_left, itertools.repeat(STEP_BUCKETS), seconds)).items():
-            counts[i] += k  # per bucket; cumulated at snapshot time
-        self._dur_sum += math.fsum(seconds)
+        low = _bisect_left(STEP_BUCKETS, min(seconds))
+        if low == _bisect_left(STEP_BUCKETS, max(seconds)):
+            counts[low] += len(seconds)
+        else:
+            ordered = sorted(seconds)
+            below = 0
+            for i, bound in enumerate(STEP_BUCKETS):
+                at_or_below = _bisect_right(ordered, bound)
+                counts[i] += at_or_below - below
+                below = at_or_below
+            counts[-1] += len(ordered) - below
+        self._dur_sum += total_seconds
         last_raw, last_seconds, _ = records[-1]
         self._last_end_perf = last_raw[3]
         self._last_seconds = last_seconds
