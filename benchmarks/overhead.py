@@ -215,16 +215,53 @@ def calibrate_width(target_s: float = 0.4e-3) -> int:
     return best
 
 
+COLD_VARIANTS = ["bare", "floor: bare hooks (count + timestamp)", "mfu-monitor", "lightning update+compute"]
+
+
+def cold(sizes_mb: tuple[float, ...], steps: int) -> list[tuple[float, dict[str, float]]]:
+    """The near-free step's overhead when the loop touches ``mb`` MB of memory between steps.
+
+    A real step streams through its weights, activations and gradients, which evicts the caches that the
+    hooks' Python code and data were in; this isolates that effect. Each step is timed alone (the memory
+    touching is outside the timed span), the variants take turns step by step, and a variant's figure is its
+    median step time minus bare's.
+    """
+    out = []
+    with tempfile.TemporaryDirectory() as log_dir:
+        made = {name: make_variant(name, "free", 0, log_dir) for name in COLD_VARIANTS}
+        for step, _ in made.values():
+            for _ in range(200):
+                step()
+        for mb in sizes_mb:
+            buf = torch.ones(max(1, int(mb * 2**20) // 4))
+            times: dict[str, list[float]] = {name: [] for name in COLD_VARIANTS}
+            n = steps if mb <= 1 else max(100, steps // int(mb))
+            for _ in range(n):
+                for name in COLD_VARIANTS:
+                    if mb:
+                        buf.add_(1.0)  # touch every cache line of the buffer
+                    step = made[name][0]
+                    t0 = time.perf_counter()
+                    step()
+                    times[name].append(time.perf_counter() - t0)
+            base = statistics.median(times["bare"])
+            out.append((mb, {name: (statistics.median(t) - base) * 1e6 for name, t in times.items()}))
+        for _, close in made.values():
+            close()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument("--free-steps", type=int, default=2000, help="steps/variant/round (near-free)")
     parser.add_argument("--real-steps", type=int, default=300, help="steps/variant/round (~0.4 ms)")
+    parser.add_argument("--cold-steps", type=int, default=3000, help="steps/variant (cold-cache table)")
     parser.add_argument("--quick", action="store_true", help="3 rounds of few steps: a smoke run")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.free_steps, args.real_steps = 3, 200, 30
+        args.rounds, args.free_steps, args.real_steps, args.cold_steps = 3, 200, 30, 200
     torch.set_num_threads(1)
     torch.manual_seed(0)
     started = time.time()
@@ -237,6 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     print(table(f"near-free step ({args.free_steps} steps per variant per round)", free))
     print()
     print(table(f"~0.4 ms step (MLP width {width}, {args.real_steps} steps per variant per round)", real))
+    print()
+    print(f"**near-free step after touching memory between steps (median of {args.cold_steps} steps each, "
+          "variants taking turns step by step; overhead = median step - bare's)**\n")  # fmt: skip
+    print("| memory touched between steps | " + " | ".join(COLD_VARIANTS[1:]) + " |")
+    print("|---:|" + "---:|" * (len(COLD_VARIANTS) - 1))
+    for mb, over in cold((0, 0.25, 1, 4, 16), args.cold_steps):
+        print(f"| {mb:g} MB | " + " | ".join(f"{over[name]:+.2f} µs" for name in COLD_VARIANTS[1:]) + " |")
     mon = {r[0]: r for r in free}
     light = mon["lightning update+compute"][2]
     ours = mon["mfu-monitor"][2]
