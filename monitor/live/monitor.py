@@ -423,6 +423,17 @@ class MFUMonitor:
         except Exception as exc:
             self._error("resume()", exc)
 
+    # --- copies of a monitored model ---
+    def __deepcopy__(self, memo: dict[int, Any]) -> MFUMonitor:
+        """``copy.deepcopy(model)`` (an EMA or teacher copy) copies the model's hooks, bound to a copy of this
+        monitor: that copy is inert — its hooks return at once — so the copy's steps are not counted as this
+        run's, and copying does not fail on the monitor's lock, server or files."""
+        return _inert_monitor()
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        """Pickling a monitored model (``torch.save(model)``) stores inert hooks, as ``__deepcopy__``."""
+        return _inert_monitor, ()
+
     # --- log time ---
     def _tick(self, *, reduce: bool) -> None:
         """Log interval, on the training thread: resolve, write the run log, alert, reduce across ranks."""
@@ -1285,6 +1296,15 @@ class MFUMonitor:
 
 
 # --- helpers ---
+def _inert_monitor() -> MFUMonitor:
+    """A monitor whose hooks do nothing: what copies of a monitored model's hooks are bound to."""
+    mon = MFUMonitor.__new__(MFUMonitor)
+    mon._measuring = True  # the forward hooks return at once
+    mon._closed = True  # so does the step hook (and step())
+    mon._bwd_perf = None
+    return mon
+
+
 def _grad_output(output: Any) -> Any:
     """The tensor of a forward's output whose gradient arrives first in backward: the loss of a mapping (a
     Hugging Face ModelOutput), else its logits, else the first tensor; None if none is a graph output (a
