@@ -17,6 +17,7 @@ from monitor.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from monitor.live.monitor import MFUMonitor
+    from monitor.live.snapshot import Snapshot
 
 # The callbacks set these themselves (from the trainer); a user passing them is a mistake worth naming.
 _SET_BY_CALLBACK = ("model", "optimizer")
@@ -223,7 +224,29 @@ def find_hf_config(module: Any) -> Any:
     return None
 
 
-# --- building the monitor ---------------------------------------------------------------------------------
+# --- building, resuming and closing the monitor -----------------------------------------------------------
+
+
+class MonitorHolder:
+    """What every callback does with its monitor once built: ``resume()`` it after work between steps, and
+    ``close()`` it once (later calls return the final snapshot again)."""
+
+    def __init__(self) -> None:
+        self.monitor: MFUMonitor | None = None
+        self.last_snapshot: Snapshot | None = None
+        self._open = False
+
+    def _resume(self) -> None:
+        if self._open and self.monitor is not None:
+            self.monitor.resume()
+
+    def close(self, reason: str = "closed") -> Snapshot | None:
+        """Close the monitor (run log ``run_end``, hooks removed, server stopped); the final snapshot."""
+        if self.monitor is None or not self._open:
+            return self.last_snapshot
+        self._open = False
+        self.last_snapshot = self.monitor.close(reason=reason)
+        return self.last_snapshot
 
 
 def build_monitor(

@@ -26,20 +26,16 @@ or call ``callback.close()`` in your own ``finally``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from integrations._common import build_monitor, check_monitor_kwargs, hf_args_dtype
-
-if TYPE_CHECKING:  # pragma: no cover
-    from monitor.live.monitor import MFUMonitor
-    from monitor.live.snapshot import Snapshot
+from integrations._common import MonitorHolder, build_monitor, check_monitor_kwargs, hf_args_dtype
 
 __all__ = ["MFUTrainerCallback"]
 
 
-class MFUTrainerCallback(TrainerCallback):
+class MFUTrainerCallback(MonitorHolder, TrainerCallback):
     """Live MFU for a ``transformers.Trainer``: ``Trainer(..., callbacks=[MFUTrainerCallback(port=9400)])``.
 
     Keyword arguments are ``MFUMonitor`` options (``port``, ``log_path``, ``peak_flops``, ``alert_below``,
@@ -48,10 +44,8 @@ class MFUTrainerCallback(TrainerCallback):
     """
 
     def __init__(self, **monitor_kwargs: Any) -> None:
+        super().__init__()
         self.monitor_kwargs = check_monitor_kwargs(monitor_kwargs, type(self).__name__)
-        self.monitor: MFUMonitor | None = None
-        self.last_snapshot: Snapshot | None = None
-        self._open = False
 
     def on_train_begin(
         self,
@@ -99,19 +93,7 @@ class MFUTrainerCallback(TrainerCallback):
         """A checkpoint was written between steps: the next step's clock starts now."""
         self._resume()
 
-    def _resume(self) -> None:
-        if self._open and self.monitor is not None:
-            self.monitor.resume()
-
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self.close("train_end")
-
-    def close(self, reason: str = "closed") -> Snapshot | None:
-        """Close the monitor (run log ``run_end``, hooks removed, server stopped); the final snapshot."""
-        if self.monitor is None or not self._open:
-            return self.last_snapshot
-        self._open = False
-        self.last_snapshot = self.monitor.close(reason=reason)
-        return self.last_snapshot

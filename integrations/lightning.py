@@ -29,9 +29,10 @@ import importlib
 import importlib.util
 import warnings
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from integrations._common import (
+    MonitorHolder,
     StepTokens,
     TokensFn,
     build_monitor,
@@ -40,10 +41,6 @@ from integrations._common import (
     find_hf_config,
     lightning_precision_dtype,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-    from monitor.live.monitor import MFUMonitor
-    from monitor.live.snapshot import Snapshot
 
 __all__ = ["MFUCallback"]
 
@@ -60,18 +57,16 @@ def _framework() -> ModuleType:
 _pl: Any = _framework()
 
 
-class _MFUCallbackLogic:
+class _MFUCallbackLogic(MonitorHolder):
     """The callback's behaviour, shared by the ``lightning.pytorch`` and ``pytorch_lightning`` classes."""
 
     def __init__(self, *, tokens_fn: TokensFn | None = None, **monitor_kwargs: Any) -> None:
         """``tokens_fn(batch)``: tokens in a batch (an int or ``(tokens, seq_len)``) when the batch is not a
         mapping with ``input_ids``, a tuple starting with the ids, or a tensor of ids. Everything else is an
         ``MFUMonitor`` option (``port``, ``log_path``, ``peak_flops``, ``alert_below``, ``spec``, ...)."""
+        super().__init__()
         self.monitor_kwargs = check_monitor_kwargs(monitor_kwargs, type(self).__name__)
         self.tokens_fn = tokens_fn
-        self.monitor: MFUMonitor | None = None
-        self.last_snapshot: Snapshot | None = None
-        self._open = False
         self._step_tokens = StepTokens()
         self._global_step = 0
         self._warned_uncounted = False
@@ -135,23 +130,11 @@ class _MFUCallbackLogic:
         write): the time until here is not counted; the write itself still is."""
         self._resume()
 
-    def _resume(self) -> None:
-        if self._open and self.monitor is not None:
-            self.monitor.resume()
-
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self.close("train_end")
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self.close(f"exception: {type(exception).__name__}")
-
-    def close(self, reason: str = "closed") -> Snapshot | None:
-        """Close the monitor (run log ``run_end``, hooks removed, server stopped); the final snapshot."""
-        if self.monitor is None or not self._open:
-            return self.last_snapshot
-        self._open = False
-        self.last_snapshot = self.monitor.close(reason=reason)
-        return self.last_snapshot
 
 
 class MFUCallback(_MFUCallbackLogic, _pl.Callback):
