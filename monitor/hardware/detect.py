@@ -29,11 +29,13 @@ Source = Literal["override", "catalog", "derived", "calibrated", "unknown"]
 # Blackwell 10.0 8192), checked there: A100 108 SMs x 1.41 GHz x 2048 = 311.9 TF; H100 SXM 132 x 1.83 GHz x
 # 4096 = 989.4 TF. The other dtypes are the datasheet ratios of the same architecture's catalogued parts:
 # tf32 = bf16/2 (A100 156/312, H100 494.7/989.4); fp8 = int8 = 2 x bf16 on Hopper and Blackwell (H100
-# 1978.9, B200 4500); int8 = 2 x bf16 on A100 (624); fp32 and fp64 on CUDA cores: A100 108 x 1.41 GHz x 128
-# = 19.5 TF, V100 80 x 1.53 GHz x 128 = 15.7 TF, H100 132 x 1.98 GHz x 256 = 66.9 TF. Left out on purpose:
-# Ampere 8.6 and Ada 8.9. Their tensor rate per SM differs by SKU by 2x (public specs: L4 58 SMs x 2.04 GHz x
-# 1024 = 121 TF, RTX 4090 128 SMs x 2.52 GHz x 512 = 165 TF with FP32 accumulate), so a derived figure could
-# be 2x wrong.
+# 1978.9, B200 4500); int8 = 2 x bf16 on A100 (624); fp32 on CUDA cores: A100 108 x 1.41 GHz x 128 = 19.5 TF,
+# V100 80 x 1.53 GHz x 128 = 15.7 TF, H100 132 x 1.98 GHz x 256 = 66.9 TF; fp64 is the catalogue's fp64
+# figure, the FP64 tensor-core rate where there is one (A100 108 x 1.41 GHz x 128 = 19.5 TF, H100 132 x
+# 1.98 GHz x 256 = 66.9 TF: twice their vector rate) and the vector rate on V100 (80 x 1.53 GHz x 64 = 7.8).
+# Left out on purpose: Ampere 8.6 and Ada 8.9. Their tensor rate per SM differs by SKU by 2x (public specs: L4
+# 58 SMs x 2.04 GHz x 1024 = 121 TF, RTX 4090 128 SMs x 2.52 GHz x 512 = 165 TF with FP32 accumulate), so a
+# derived figure could be 2x wrong.
 # Blackwell tf32 is left out too (B200 1100 is not half of 2250).
 FLOPS_PER_CLOCK_PER_SM: dict[tuple[int, int], dict[str, int]] = {
     (7, 0): {"fp16": 1024, "fp32": 128, "fp64": 64},
