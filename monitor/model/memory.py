@@ -386,7 +386,7 @@ def training_memory(
     tensors = param_tensors if param_tensors is not None else param_tensor_count(spec)
     step_counters = 0.0
     if config.optimizer in ("adam", "adamw"):
-        # The step counters follow their tensors: ⌈tensors share⌉ of this device.
+        # The step counters follow their tensors: this device holds them in proportion to its parameters.
         step_counters = ADAM_STEP_BYTES * tensors * (n_device / n_total) / shard_opt
     weights = per_param.weights * n_device / shard_weight
     grads = per_param.gradients * n_device / shard_grad
