@@ -187,6 +187,20 @@ def test_hf_model_flops_come_from_model_config() -> None:
     assert snap.flops_per_token == pytest.approx(counter.get_total_flops() / ids.numel(), rel=0.01)
 
 
+def test_spec_by_preset_name() -> None:
+    from monitor.model.presets import load_preset
+
+    by_name = MFUMonitor(TinyLM(), **_quiet(spec="gpt2", seq_len=1024))
+    by_spec = MFUMonitor(TinyLM(), **_quiet(spec=load_preset("gpt2"), seq_len=1024))
+    try:
+        first, second = by_name.snapshot(), by_spec.snapshot()
+        assert first.model == second.model == load_preset("gpt2").label
+        assert first.flops_per_token is not None and first.flops_per_token == second.flops_per_token
+    finally:
+        by_name.close()
+        by_spec.close()
+
+
 def test_frozen_parameters_lower_the_measured_flops() -> None:
     cfg = DemoConfig(vocab_size=40, block_size=8, n_layer=2, n_head=2, d_model=32)
     model = DemoGPT(cfg)
@@ -227,6 +241,17 @@ def test_unknown_peak_gives_no_mfu(monkeypatch: pytest.MonkeyPatch, tmp_path: An
         snap = mon.snapshot()
     assert snap.peak_flops_per_second is None and snap.mfu is None and snap.hfu is None
     assert snap.tokens_per_second is not None
+
+
+def test_cached_calibration_is_the_cpu_peak(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from monitor.hardware.calibrate import calibrate
+
+    monkeypatch.setenv("MFU_MONITOR_CACHE_DIR", str(tmp_path))
+    measured = calibrate("fp32", size=32, seconds=0.02)  # what `mfu calibrate` caches
+    model = TinyLM()
+    with MFUMonitor(model, **_quiet(flops_per_token=10.0)) as mon:
+        assert mon.dtype == "fp32"
+        assert (mon.peak_flops, mon.peak_source) == (measured.flops_per_second, "calibrated")
 
 
 def test_bad_input_names_the_field() -> None:

@@ -930,18 +930,13 @@ class MFUMonitor:
 
     def _cached_calibration(self) -> float | None:
         """A measured matmul rate from ``mfu calibrate`` for this device and dtype, if one is cached."""
+        from monitor.hardware.calibrate import load_cached_calibration
+
         try:
-            from monitor.hardware import calibrate
-        except ImportError:
-            return None
-        try:
-            value = calibrate.load_cached_calibration(self.dtype or "fp32", self.device.type)
+            cached = load_cached_calibration(self.dtype or "fp32", self.device.type)
         except Exception:
             return None
-        if value is None:
-            return None
-        rate = getattr(value, "flops_per_second", value)
-        return float(rate) if isinstance(rate, (int, float)) and rate > 0 else None
+        return cached.flops_per_second if cached is not None and cached.flops_per_second > 0 else None
 
     # --- exports ---
     def _open_gpu(self, backend: GpuBackend | None) -> GpuBackend:
@@ -1403,9 +1398,9 @@ def _to_spec(spec: Any) -> Any:
     if isinstance(spec, ModelSpec):
         return spec
     if isinstance(spec, str) and not os.path.exists(spec):
-        import importlib
+        from monitor.model.presets import load_preset
 
-        return importlib.import_module("monitor.model.presets").load_preset(spec)
+        return load_preset(spec)
     from monitor.model.hf_config import spec_from_hf_config
 
     return spec_from_hf_config(spec)
