@@ -29,19 +29,20 @@ def main() -> int:
     if count == 0:
         print(f"no NVIDIA GPU here: {backend.reason or 'NVML lists none'} — nothing to check")
         return 0
-    report: dict[str, object] = {"devices": []}
+    devices: list[dict[str, object]] = []
+    report: dict[str, object] = {"devices": devices}
+    peaks = []
     for i in range(count):
         info = backend.device_info(i)
         peak = detect_accelerator("bf16", index=i, backend=backend)
+        peaks.append(peak)
         print(f"GPU {i}: {info}")
         print(f"  bf16 peak: {peak.peak_flops_per_second} ({peak.source}) — {peak.detail}")
         if peak.warning:
             print(f"  warning: {peak.warning}")
         tel = backend.telemetry(i)
         print(f"  telemetry: {tel}")
-        report["devices"].append(  # type: ignore[attr-defined]
-            {"info": info.__dict__, "peak": peak.model_dump(), "telemetry": tel.__dict__}
-        )
+        devices.append({"info": info.__dict__, "peak": peak.model_dump(), "telemetry": tel.__dict__})
 
     import torch
 
@@ -52,7 +53,7 @@ def main() -> int:
     from monitor.hardware.calibrate import calibrate
 
     result = calibrate("bf16", device="cuda", size=args.size, seconds=args.seconds, cache=False)
-    peak0 = detect_accelerator("bf16", index=0, backend=backend).peak_flops_per_second
+    peak0 = peaks[0].peak_flops_per_second  # NVML's device 0, taken to be cuda:0
     print(
         f"measured bf16 matmul on cuda:0 ({result.device_name}), n={result.matrix_size}: "
         f"best {result.flops_per_second / 1e12:.1f} TFLOP/s, "
