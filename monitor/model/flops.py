@@ -404,21 +404,20 @@ def training_setup_from_parameters(
     it holds is charged a full adapter, which overstates the adapter FLOPs slightly (rank ≪ hidden size:
     well under 1% of the total).
     """
-    frozen: list[str] = []
+    frozen_names: list[str] = []
     adapters: dict[str, int] = {}
     known = set(param_sizes(spec))
     for name, param in named_parameters:
+        trains = getattr(param, "requires_grad", True)
         parts = name.split(".")
-        if "lora_A" in parts:
-            if getattr(param, "requires_grad", True):
-                base = ".".join(parts[: parts.index("lora_A")]) + ".weight"
-                for group in _canonical(spec, base):
-                    if group in known:
-                        adapters[group] = int(param.shape[0])
-            continue
-        if not getattr(param, "requires_grad", True):
-            frozen += [g for g in _canonical(spec, name) if g in known and g not in frozen]
-    return TrainingSetup(frozen=tuple(frozen), adapters=adapters)
+        if "lora_A" in parts and trains:
+            base = ".".join(parts[: parts.index("lora_A")]) + ".weight"
+            for group in _canonical(spec, base):
+                if group in known:
+                    adapters[group] = int(param.shape[0])
+        elif not trains:
+            frozen_names.append(name)  # adapter tensors map to no group there and are ignored
+    return TrainingSetup(frozen=tuple(frozen_from_param_names(spec, frozen_names)), adapters=adapters)
 
 
 def _canonical(spec: ModelSpec, name: str) -> list[str]:
