@@ -659,10 +659,7 @@ class MFUMonitor:
             seconds=seconds,
             end_time=shift + end_perf,
             forward_start_time=None if fwd_perf is None else shift + fwd_perf,
-            # Host time from the previous step's end to this step's first forward: waiting for input.
-            input_wait_seconds=None
-            if fwd_perf is None or prev_end is None
-            else max(0.0, fwd_perf - prev_end),
+            input_wait_seconds=_input_wait(prev_end, fwd_perf),
             model_flops=tokens * f,
             hardware_flops=tokens * h,
             warmup=index < self._warmup,
@@ -1072,9 +1069,7 @@ class MFUMonitor:
                     "real_tokens": raw[10],
                     "seq_len": raw[7],
                     "forward_start_time": None if fwd is None else shift + fwd,
-                    "input_wait_seconds": None
-                    if fwd is None or prev_end is None
-                    else max(0.0, fwd - prev_end),
+                    "input_wait_seconds": _input_wait(prev_end, fwd),
                     "warmup": raw[0] < warmup,
                     "pre_backward_seconds": _pre_backward(fwd, raw[11]),
                     "sm_clock_ratio": clock,
@@ -1321,6 +1316,13 @@ def _grad_output(output: Any) -> Any:
         if isinstance(value, torch.Tensor) and value.grad_fn is not None:
             return value
     return None
+
+
+def _input_wait(prev_end_perf: float | None, forward_perf: float | None) -> float | None:
+    """Host seconds from the previous step's end to this step's first forward: waiting for input."""
+    if forward_perf is None or prev_end_perf is None:
+        return None
+    return max(0.0, forward_perf - prev_end_perf)
 
 
 def _pre_backward(forward_perf: float | None, backward_perf: float | None) -> float | None:
