@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -230,6 +231,8 @@ def test_mfu_above_one_is_flagged(caplog: pytest.LogCaptureFixture) -> None:
     assert snap.mfu is not None and snap.mfu > 1 and snap.mfu_suspect
     messages = [r.getMessage() for r in caplog.records if "peak or the FLOPs model" in r.getMessage()]
     assert len(messages) == 1
+    shown = re.search(r"MFU (\S+) is above 1", messages[0])
+    assert shown is not None and float(shown.group(1)) > 1  # the figure named is one above 1
 
 
 def test_unknown_peak_gives_no_mfu(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:

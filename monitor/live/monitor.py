@@ -247,7 +247,6 @@ class MFUMonitor:
         self._dur_sum = 0.0
         self._last_end_perf: float | None = None
         self._last_seconds: float | None = None
-        self._suspect_warned = False
         self._run_start_written = False
         self._clock_ratio: float | None = None  # SM clock / max (NVML), read at log ticks and scrapes
 
@@ -449,8 +448,9 @@ class MFUMonitor:
                 if self._post_seconds > 0 and self._fpt_cache:
                     cumulative = utilization(self._post_model_flops / self._post_seconds, self.peak_flops)
             self._write_pending_steps()
-            if not self._suspect_warned and any(v is not None and v > 1.0 for v in (mfu, cumulative)):
-                self._warn_suspect(mfu if mfu is not None else cumulative)
+            over = [v for v in (mfu, cumulative) if v is not None and v > 1.0]
+            if over and "suspect" not in self._warned:
+                self._warn_suspect(over[0])
             event = self._alert.update(mfu, self._last_end_wall or time.time())
             if event is not None:
                 self._emit_alert(event)
@@ -1101,16 +1101,13 @@ class MFUMonitor:
             except Exception as exc:
                 self._error("on_alert callback", exc)
 
-    def _warn_suspect(self, mfu: float | None) -> None:
-        if not self._suspect_warned:
-            self._suspect_warned = True
-            snap_method = self._flops_method()
-            self._warn_once(
-                "suspect",
-                f"MFU {mfu or 0:.3g} is above 1, which is impossible: the peak or "
-                f"the FLOPs model is wrong (peak {self.peak_flops:.3g} FLOP/s from {self.peak_source}; "
-                f"FLOPs {snap_method}) — pass peak_flops= or spec=",
-            )
+    def _warn_suspect(self, mfu: float) -> None:
+        self._warn_once(
+            "suspect",
+            f"MFU {mfu:.3g} is above 1, which is impossible: the peak or "
+            f"the FLOPs model is wrong (peak {self.peak_flops:.3g} FLOP/s from {self.peak_source}; "
+            f"FLOPs {self._flops_method()}) — pass peak_flops= or spec=",
+        )
 
     def _exchange(self, snap: Snapshot) -> None:
         place = rank_place()
