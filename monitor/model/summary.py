@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from monitor.errors import InputError
-from monitor.model.flops import FlopsPerToken, Recompute, flops_per_token
+from monitor.model.flops import FlopsPerToken, Recompute, flops_per_token, training_setup_from_parameters
 from monitor.model.hf_config import SUPPORTED_MODEL_TYPES, load_config_dict, spec_from_hf_config
 from monitor.model.params import ParamCount, count_params
 from monitor.model.presets import load_preset
@@ -160,8 +160,6 @@ def flops_for_model(
         from monitor.model.measure import measure_module
 
         return measure_module(model, seq_len)
-    from monitor.model.flops import training_setup_from_parameters
-
     setup = training_setup_from_parameters(spec, model.named_parameters())
     return flops_per_token(
         spec, seq_len, causal=causal, recompute=recompute, frozen=setup.frozen, adapters=setup.adapters

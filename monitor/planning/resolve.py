@@ -28,10 +28,8 @@ def model_spec(config: str | None = None, model: str | None = None) -> ModelSpec
 
         return spec_from_hf_config(config)
     if model is not None:
-        try:
-            from monitor.model.presets import load_preset
-        except ImportError:  # pragma: no cover - the presets module ships with the package
-            raise InputError("--model", "presets are not available", "pass --config PATH instead") from None
+        from monitor.model.presets import load_preset
+
         return load_preset(model)
     raise InputError("--config/--model", "no model given", "pass --config PATH or --model PRESET")
 

@@ -15,7 +15,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from monitor.planning.mfu import mfu_from_throughput, palm_flops_per_token
-from monitor.planning.scaling import CHINCHILLA, EPOCH, KAPLAN, ParametricLaw, optimal_tokens_for_params
+from monitor.planning.scaling import (
+    CHINCHILLA,
+    EPOCH,
+    KAPLAN,
+    ParametricLaw,
+    compute_from_budget,
+    optimal_tokens_for_params,
+)
 
 
 class Check(BaseModel):
@@ -280,16 +287,9 @@ def preset_param_checks() -> list[Check]:
     12.9B; Qwen and DeepSeek truncate: 7.6156B → 7.61B, 37.55B → 37B), i.e. ours lies within
     [published − half a unit, published + one unit).
     """
-    try:
-        from monitor.model.params import count_params
-        from monitor.model.presets import load_preset
-    except ImportError as exc:  # the presets ship with the package; say so rather than skip silently
-        return [
-            Check(
-                name="preset parameter counts", ok=False, gated=True, ours=None, published=None,
-                tolerance=None, difference=None, source="monitor.model.presets", note=f"unavailable: {exc}",
-            )
-        ]  # fmt: skip
+    from monitor.model.params import count_params
+    from monitor.model.presets import load_preset
+
     out = []
     for preset, which, text, scale, source in PUBLISHED_SIZES:
         name = f"{preset} parameters ({which.replace('_', '-')})"
@@ -319,8 +319,6 @@ def preset_param_checks() -> list[Check]:
 
 def budget_checks() -> list[Check]:
     """DeepSeek-V3's cost arithmetic: 2.788M H800 GPU-hours at $2 per GPU-hour = $5.576M (their table 1)."""
-    from monitor.planning.scaling import compute_from_budget
-
     hours = compute_from_budget(5.576e6, 2.0, 989e12, 0.4, 2048).device_hours
     return [
         _check(
