@@ -12,7 +12,7 @@ Conventions (../shared/CONTRACTS.md, "analyze"):
 from __future__ import annotations
 
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,6 +45,8 @@ class StepTable:
     # where each kept record sits in the run's columns (for the optional fields of the MFU-loss split)
     rec_index: Ints | None = None
     columns: StepColumns | None = None
+    # peak FLOP/s per rank the rows' ``peak`` sums (``peaks_by_rank``); ranks without one are absent
+    rank_peaks: dict[int, float] = field(default_factory=dict)
 
     def rec_column(self, name: str, start: int = 0, stop: int | None = None) -> Floats | None:
         """Records ``start:stop`` (record order) of a float column (``StepColumns`` attribute), NaN where a
@@ -109,6 +111,7 @@ def build_step_table(log: RunLog, peak_override: float | None = None) -> StepTab
     Memory: the columns are viewed in place (``np.frombuffer``) and each is gathered into sorted order only
     while it is being reduced, so the peak stays near three 8-byte arrays per record beside the columns."""
     cols = log.columns
+    peak_of = peaks_by_rank(log, peak_override)
     if len(cols) == 0:
         empty_f = np.zeros(0)
         empty_i = np.zeros(0, np.int64)
@@ -118,6 +121,7 @@ def build_step_table(log: RunLog, peak_override: float | None = None) -> StepTab
             rec_step_row=empty_i,
             rec_seconds=empty_f,
             repeated=0,
+            rank_peaks=peak_of,
         )
     rank = np.frombuffer(cols.rank, dtype=np.int64)
     step = np.frombuffer(cols.step, dtype=np.int64)
@@ -159,7 +163,6 @@ def build_step_table(log: RunLog, peak_override: float | None = None) -> StepTab
     slowest[slow_rows] = rec_rank[idx[first_idx]]
     del idx
 
-    peak_of = peaks_by_rank(log, peak_override)
     if peak_of:
         known_ranks = np.fromiter(peak_of.keys(), dtype=np.int64, count=len(peak_of))
         known_peaks = np.fromiter(peak_of.values(), dtype=np.float64, count=len(peak_of))
@@ -187,4 +190,5 @@ def build_step_table(log: RunLog, peak_override: float | None = None) -> StepTab
         repeated=repeated,
         rec_index=keep,
         columns=cols,
+        rank_peaks=peak_of,
     )

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from monitor.analysis.episodes import distribution, low_mfu_episodes, rank_stats, stalls
 from monitor.analysis.read import SKIP_KINDS, LogSet, RunLog, read_logs
-from monitor.analysis.steps import StepTable, build_step_table, peaks_by_rank
+from monitor.analysis.steps import StepTable, build_step_table
 from monitor.errors import InputError
 from monitor.live.attribution import LossSums, MfuLoss, loss_sums, split, verdict
 
@@ -280,7 +280,7 @@ def _describe(counts: dict[str, int]) -> str:
 
 def summarize_run(log: RunLog, table: StepTable, options: AnalyzeOptions) -> RunSummary:
     summary = RunSummary(run=log.name, files=list(log.files), threshold=options.threshold)
-    _describe_run(summary, log, options)
+    _describe_run(summary, log, table, options)
     if table.repeated:
         summary.notes.append(
             f"{table.repeated} repeated (rank, step) record(s) dropped; the first of each kept"
@@ -319,16 +319,16 @@ def summarize_run(log: RunLog, table: StepTable, options: AnalyzeOptions) -> Run
         return summary
 
     rows = np.flatnonzero(measured)
-    _throughput(summary, log, table, rows, options)
+    _throughput(summary, table, rows)
     _below_threshold(summary, table, rows, options)
     _stalls(summary, table, rows, options)
     _ranks(summary, table, options)
-    _mfu_loss(summary, log, table, rows, options)
+    _mfu_loss(summary, table, rows, options)
     _alerts(summary, log, options)
     return summary
 
 
-def _describe_run(summary: RunSummary, log: RunLog, options: AnalyzeOptions) -> None:
+def _describe_run(summary: RunSummary, log: RunLog, table: StepTable, options: AnalyzeOptions) -> None:
     starts = [log.starts[r] for r in sorted(log.starts)]
 
     def common(key: str) -> Any:
@@ -348,8 +348,7 @@ def _describe_run(summary: RunSummary, log: RunLog, options: AnalyzeOptions) -> 
         summary.peak_flops_per_second = per_device.pop()
     elif not starts and options.peak_flops_per_second is not None:
         summary.peak_flops_per_second = options.peak_flops_per_second
-    peaks = peaks_by_rank(log, options.peak_flops_per_second)
-    missing = sorted(r for r in ranks_seen if r not in peaks)
+    missing = sorted(r for r in ranks_seen if r not in table.rank_peaks)
     if missing:
         shown = ", ".join(map(str, missing[:8])) + (" ..." if len(missing) > 8 else "")
         summary.notes.append(
@@ -359,9 +358,7 @@ def _describe_run(summary: RunSummary, log: RunLog, options: AnalyzeOptions) -> 
         summary.end = log.ends[min(log.ends)]
 
 
-def _throughput(
-    summary: RunSummary, log: RunLog, table: StepTable, rows: np.ndarray, options: AnalyzeOptions
-) -> None:
+def _throughput(summary: RunSummary, table: StepTable, rows: np.ndarray) -> None:
     seconds = table.seconds[rows]
     tokens = float(table.tokens[rows].sum())
     flops = float(table.flops[rows].sum())
@@ -385,8 +382,7 @@ def _throughput(
     capacity = table.seconds[rows] * table.peak[rows]
     if np.all(np.isfinite(capacity)) and capacity.sum() > 0:
         mfu.overall = flops / float(capacity.sum())
-        peaks = peaks_by_rank(log, options.peak_flops_per_second)
-        total_peak = sum(peaks.values())
+        total_peak = sum(table.rank_peaks.values())
         if wall > 0 and total_peak > 0:
             mfu.wall = flops / (wall * total_peak)
     summary.mfu = mfu
@@ -482,9 +478,9 @@ class _LossInputs:
 
     CHUNK = 1 << 16  # records per chunk (cut at step boundaries: a step's ranks stay together)
 
-    def __init__(self, log: RunLog, table: StepTable, options: AnalyzeOptions) -> None:
+    def __init__(self, table: StepTable) -> None:
         self.table = table
-        self.peaks = peaks_by_rank(log, options.peak_flops_per_second)
+        self.peaks = table.rank_peaks
         self.bounds: list[tuple[int, int]] = []
         row = table.rec_step_row
         n, start = row.shape[0], 0
@@ -546,12 +542,10 @@ class _LossInputs:
         return MfuLossOut.of(split(total))
 
 
-def _mfu_loss(
-    summary: RunSummary, log: RunLog, table: StepTable, rows: np.ndarray, options: AnalyzeOptions
-) -> None:
+def _mfu_loss(summary: RunSummary, table: StepTable, rows: np.ndarray, options: AnalyzeOptions) -> None:
     """The MFU gap split into causes over the measured steps, over all low-MFU episodes, and per listed
     episode."""
-    inputs = _LossInputs(log, table, options)
+    inputs = _LossInputs(table)
     rec_row = table.rec_step_row
     measured = np.zeros(len(table), dtype=bool)
     measured[rows] = True
