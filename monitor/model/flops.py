@@ -180,40 +180,37 @@ def _attention(g: _Graph, spec: ModelSpec, p: str, x: str, keys: float) -> str:
     return "attn_out"
 
 
-def _mlp(g: _Graph, spec: ModelSpec, p: str, x: str, moe_layer: bool) -> str:
+def _ffn(g: _Graph, spec: ModelSpec, x: str, group: str, width: int, component: str, times: int = 1) -> str:
+    """The MLP of weight group ``group`` (``layers.3.``, ``layers.3.experts.``, ``layers.3.shared.``) on
+    ``x``: up, gate and down when gated, up and down otherwise, ``times`` per token; returns its output."""
     h = spec.hidden_size
+    up, out = group + "up", group + "down"
+    g.matmul(up, x, group + "up", h, width, component, times=times)
+    if spec.mlp_gated:
+        g.matmul(group + "gate", x, group + "gate", h, width, component, times=times)
+        g.elementwise(up, [up, group + "gate"])
+    g.matmul(out, up, group + "down", width, h, component, times=times)
+    return out
+
+
+def _mlp(g: _Graph, spec: ModelSpec, p: str, x: str, moe_layer: bool) -> str:
     if not moe_layer:
-        i = spec.intermediate_size
-        g.matmul("up", x, p + "up", h, i, "mlp")
-        if spec.mlp_gated:
-            g.matmul("gate", x, p + "gate", h, i, "mlp")
-            g.elementwise("up", ["up", "gate"])
-        g.matmul("mlp_out", "up", p + "down", i, h, "mlp")
-        return "mlp_out"
+        return _ffn(g, spec, x, p, spec.intermediate_size, "mlp")
     moe = spec.moe
     assert moe is not None
+    h = spec.hidden_size
     g.matmul("router", x, p + "router", h, moe.num_experts, "router")
     g.elementwise("routing_weights", ["router"])
-    ie, k = moe.expert_intermediate_size, moe.top_k
     # Each token runs through top_k experts (eager experts: one gather + matmuls per expert hit).
-    g.matmul("e_up", x, p + "experts.up", h, ie, "experts", times=k)
-    if spec.mlp_gated:
-        g.matmul("e_gate", x, p + "experts.gate", h, ie, "experts", times=k)
-        g.elementwise("e_up", ["e_up", "e_gate"])
-    g.matmul("e_out", "e_up", p + "experts.down", ie, h, "experts", times=k)
-    g.elementwise("e_out", ["e_out", "routing_weights"])
-    outputs = ["e_out"]
+    experts = _ffn(g, spec, x, p + "experts.", moe.expert_intermediate_size, "experts", times=moe.top_k)
+    g.elementwise(experts, [experts, "routing_weights"])
+    outputs = [experts]
     if moe.shared_intermediate_size:
-        si = moe.shared_intermediate_size
-        g.matmul("s_up", x, p + "shared.up", h, si, "shared_experts")
-        if spec.mlp_gated:
-            g.matmul("s_gate", x, p + "shared.gate", h, si, "shared_experts")
-            g.elementwise("s_up", ["s_up", "s_gate"])
-        g.matmul("s_out", "s_up", p + "shared.down", si, h, "shared_experts")
+        shared = _ffn(g, spec, x, p + "shared.", moe.shared_intermediate_size, "shared_experts")
         if moe.shared_expert_gate:
             g.matmul("s_scale", x, p + "shared_gate", h, 1, "router")
-            g.elementwise("s_out", ["s_out", "s_scale"])
-        outputs.append("s_out")
+            g.elementwise(shared, [shared, "s_scale"])
+        outputs.append(shared)
     g.elementwise("mlp_out", outputs)
     return "mlp_out"
 
