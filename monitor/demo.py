@@ -177,45 +177,12 @@ class CharData:
 
 
 # --- peak ---
-def measure_matmul_rate(
-    device: torch.device, dtype: torch.dtype = torch.float32, seconds: float = 1.0
-) -> float:
-    """FLOP/s of square matmuls on ``device``: 2·n³ FLOPs each (multiply-adds x 2), best of short timed runs.
+def measure_matmul_rate(device: torch.device, dtype: str = "fp32", seconds: float = 1.0) -> float:
+    """FLOP/s of square matmuls on ``device`` (2·n³ FLOPs each): the ``mfu calibrate`` measurement, best batch
+    over about ``seconds``, not cached."""
+    from monitor.hardware.calibrate import calibrate
 
-    Uses ``monitor.hardware.calibrate`` when it exists (the ``mfu calibrate`` measurement); this fallback does
-    the same kind of measurement in about ``seconds``.
-    """
-    try:
-        from monitor.hardware import calibrate as cal
-
-        result = cal.calibrate(
-            str(dtype).replace("torch.", ""), device=device.type, seconds=seconds, cache=False
-        )
-        rate = getattr(result, "flops_per_second", result)
-        if isinstance(rate, (int, float)) and rate > 0:
-            return float(rate)
-    except Exception:
-        pass
-    # One matmul per timing, best over ``seconds``: on a shared machine the best sample is the one least
-    # disturbed by other processes, which is what a peak means.
-    n = 1024 if device.type == "cpu" else 8192
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    a @ b  # warm-up
-    best = 0.0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        reps = 1 if device.type == "cpu" else 10
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        best = max(best, reps * 2 * n**3 / dt)
-    return best
+    return calibrate(dtype, device=device.type, seconds=seconds, cache=False).flops_per_second
 
 
 def free_port(preferred: int, addr: str = "127.0.0.1") -> tuple[int, bool]:
