@@ -75,17 +75,7 @@ class RunLogWriter:
             for r in records:
                 self.write_dict(r)
             return
-        with self._lock:
-            if self._file is None:
-                return
-            try:
-                self._file.write(text)
-                self._unflushed += len(records)
-                now = time.monotonic()
-                if self._unflushed >= self._flush_records or now - self._last_flush >= self._flush_seconds:
-                    self._flush_locked(now)
-            except (OSError, ValueError) as exc:
-                self._fail("write", exc)
+        self._append(text, len(records))
 
     def write_dict(self, record: dict[str, Any]) -> None:
         """Append one record as a plain dict with the schema's fields (the fast path for step records)."""
@@ -97,12 +87,16 @@ class RunLogWriter:
             if self._on_error is not None:
                 self._on_error("run log record not serialisable", exc)
             return
+        self._append(line + "\n", 1)
+
+    def _append(self, text: str, records: int) -> None:
+        """Write ``records`` encoded lines; flush when enough records or seconds have passed."""
         with self._lock:
             if self._file is None:
                 return
             try:
-                self._file.write(line + "\n")
-                self._unflushed += 1
+                self._file.write(text)
+                self._unflushed += records
                 now = time.monotonic()
                 if self._unflushed >= self._flush_records or now - self._last_flush >= self._flush_seconds:
                     self._flush_locked(now)
