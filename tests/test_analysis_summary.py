@@ -357,3 +357,17 @@ def test_hostile_values_are_counted_not_crashed_on(tmp_path: Path) -> None:
     logs = read_logs([log])
     assert dict(logs.skipped) == {"bad_value": len(hostile)}
     assert len(logs.runs["r"].columns) == 1
+
+
+def test_step_index_limit_is_the_same_on_both_read_paths(tmp_path: Path) -> None:
+    """A step index of 2**62 and above (the reader's int64 limit) is a bad value whether its chunk holds
+    only step records (the fast path) or others too (record by record)."""
+    step = {"event": "step", "run": "r", "rank": 0, "time": 1.0, "tokens": 1, "step_seconds": 1.0}
+    alone = [dict(step, step=0, model_flops=1.0), dict(step, step=2**62, time=2.0, model_flops=1.0)]
+    mixed = [{"event": "alert", "run": "r"}, *alone]  # an invalid alert: this chunk goes record by record
+    for name, lines in (("alone", alone), ("mixed", mixed)):
+        log = tmp_path / f"{name}.jsonl"
+        log.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+        logs = read_logs([log])
+        assert logs.skipped["bad_value"] == 1, name
+        assert len(logs.runs["r"].columns) == 1, name

@@ -243,6 +243,7 @@ def _take_clean_steps(
         (rank_a < 0).any()
         or (step_a < 0).any()
         or (span_a < 1).any()
+        or max(int(rank_a.max()), int(step_a.max()), int(span_a.max())) >= _INT_LIMIT  # as ``_take``
         or not np.isfinite(time_a).all()
         or not np.isfinite(numbers).all()
         or (numbers < 0).any()
