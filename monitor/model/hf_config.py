@@ -200,15 +200,14 @@ def _windows(f: _Fields, layers: int) -> tuple[int | None, ...] | None:
     return out if any(w is not None for w in out) else None
 
 
-def _dense(f: _Fields, name: str | None) -> ModelSpec:
-    t = f.model_type
+def _gqa(f: _Fields, name: str | None) -> tuple[dict[str, Any], int]:
+    """The ModelSpec fields shared by the grouped-query-attention families (llama-like, Qwen MoE, Mixtral),
+    and the layer count."""
     hidden = f.integer("hidden_size")
     layers = f.integer("num_hidden_layers")
     heads, kv, head_dim = _heads(f, hidden)
-    attention_bias = f.flag("attention_bias")
-    qkv_bias = True if t == "qwen2" else attention_bias
-    return ModelSpec(
-        model_type=t,
+    fields: dict[str, Any] = dict(
+        model_type=f.model_type,
         name=name,
         num_layers=layers,
         hidden_size=hidden,
@@ -218,14 +217,24 @@ def _dense(f: _Fields, name: str | None) -> ModelSpec:
         head_dim=head_dim,
         v_head_dim=head_dim,
         intermediate_size=f.integer("intermediate_size"),
+        tie_word_embeddings=f.flag("tie_word_embeddings"),
+        layer_windows=_windows(f, layers),
+    )
+    return fields, layers
+
+
+def _dense(f: _Fields, name: str | None) -> ModelSpec:
+    t = f.model_type
+    fields, _ = _gqa(f, name)
+    attention_bias = f.flag("attention_bias")
+    return ModelSpec(
+        **fields,
         mlp_gated=True,
         mlp_bias=f.flag("mlp_bias"),
-        qkv_bias=qkv_bias,
+        qkv_bias=True if t == "qwen2" else attention_bias,
         o_bias=attention_bias and t != "qwen2",
         qk_norm={"qwen3": "head", "gemma3_text": "head", "olmo2": "projection"}.get(t, "none"),
         norm_placement={"gemma2": "sandwich", "gemma3_text": "sandwich", "olmo2": "post"}.get(t, "pre"),
-        tie_word_embeddings=f.flag("tie_word_embeddings"),
-        layer_windows=_windows(f, layers),
     )
 
 
@@ -295,9 +304,7 @@ def _moe_layers(f: _Fields, layers: int) -> tuple[int, ...]:
 
 def _qwen_moe(f: _Fields, name: str | None) -> ModelSpec:
     t = f.model_type
-    hidden = f.integer("hidden_size")
-    layers = f.integer("num_hidden_layers")
-    heads, kv, head_dim = _heads(f, hidden)
+    fields, layers = _gqa(f, name)
     experts = f.integer("num_experts")
     moe = MoESpec(
         num_experts=experts,
@@ -311,22 +318,11 @@ def _qwen_moe(f: _Fields, name: str | None) -> ModelSpec:
     )
     qkv_bias = f.flag("qkv_bias", True) if t == "qwen2_moe" else f.flag("attention_bias")
     return ModelSpec(
-        model_type=t,
-        name=name,
-        num_layers=layers,
-        hidden_size=hidden,
-        vocab_size=f.integer("vocab_size"),
-        num_heads=heads,
-        num_kv_heads=kv,
-        head_dim=head_dim,
-        v_head_dim=head_dim,
-        intermediate_size=f.integer("intermediate_size"),
+        **fields,
         qkv_bias=qkv_bias,
         o_bias=t == "qwen3_moe" and f.flag("attention_bias"),
         qk_norm="head" if t == "qwen3_moe" else "none",
-        tie_word_embeddings=f.flag("tie_word_embeddings"),
         moe=moe,
-        layer_windows=_windows(f, layers),
     )
 
 
@@ -338,30 +334,16 @@ def _top_k(f: _Fields, experts: int) -> int:
 
 
 def _mixtral(f: _Fields, name: str | None) -> ModelSpec:
-    hidden = f.integer("hidden_size")
-    layers = f.integer("num_hidden_layers")
-    heads, kv, head_dim = _heads(f, hidden)
+    fields, layers = _gqa(f, name)
     experts = f.integer("num_local_experts")
-    inter = f.integer("intermediate_size")
     return ModelSpec(
-        model_type="mixtral",
-        name=name,
-        num_layers=layers,
-        hidden_size=hidden,
-        vocab_size=f.integer("vocab_size"),
-        num_heads=heads,
-        num_kv_heads=kv,
-        head_dim=head_dim,
-        v_head_dim=head_dim,
-        intermediate_size=inter,
-        tie_word_embeddings=f.flag("tie_word_embeddings"),
+        **fields,
         moe=MoESpec(
             num_experts=experts,
             top_k=_top_k(f, experts),
-            expert_intermediate_size=inter,
+            expert_intermediate_size=fields["intermediate_size"],
             layers=tuple(range(layers)),
         ),
-        layer_windows=_windows(f, layers),
     )
 
 
