@@ -60,16 +60,20 @@ class ImportOptions:
     device: str | None = None  # accelerator name, for the record
 
     def __post_init__(self) -> None:
-        for flag, value in (
-            ("--flops-per-token", self.flops_per_token),
-            ("--peak-tflops", self.peak_flops_per_second),
+        for flag, value, fix in (
+            ("--flops-per-token", self.flops_per_token, "pass training FLOPs per token, e.g. 6 x params"),
+            ("--peak-tflops", self.peak_flops_per_second, "pass the dense peak, e.g. 989 for H100 bf16"),
         ):
             if value is not None and not (value > 0 and math.isfinite(value)):
-                raise InputError(flag, f"must be a positive number, got {value}")
+                raise InputError(flag, f"must be a positive number, got {value}", fix)
         if self.num_gpus is not None and self.num_gpus < 1:
-            raise InputError("--num-gpus", f"must be >= 1, got {self.num_gpus}")
+            raise InputError(
+                "--num-gpus", f"must be >= 1, got {self.num_gpus}", "pass the run's devices, e.g. 8"
+            )
         if self.seq_len is not None and self.seq_len < 1:
-            raise InputError("--seq-len", f"must be >= 1, got {self.seq_len}")
+            raise InputError(
+                "--seq-len", f"must be >= 1, got {self.seq_len}", "pass tokens per sample, e.g. 4096"
+            )
 
 
 @dataclass(frozen=True)
@@ -241,7 +245,11 @@ def _hf_trainer(path: Path, options: ImportOptions) -> Imported:
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise InputError("FILE", f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        raise InputError(
+            "FILE",
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})",
+            "pass the Trainer's trainer_state.json",
+        ) from exc
     history = state.get("log_history") if isinstance(state, dict) else None
     if not isinstance(history, list):
         raise InputError("log_history", f"missing in {path}", "pass the Trainer's trainer_state.json")
