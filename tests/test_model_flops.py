@@ -214,6 +214,16 @@ def test_bad_sequence_length() -> None:
             flops_per_token(spec, bad)  # type: ignore[arg-type]
 
 
+def test_measure_module_names_the_bad_size() -> None:
+    model = torch.nn.Linear(4, 4)
+    with pytest.raises(InputError) as err:
+        measure_module(model, 0)
+    assert err.value.field == "seq_len"
+    with pytest.raises(InputError) as err:
+        measure_module(model, SEQ, batch_size=0)
+    assert err.value.field == "batch_size"
+
+
 class _LoRALinear(torch.nn.Module):
     """A LoRA-wrapped linear in PEFT's parameter layout: base_layer, lora_A.default, lora_B.default."""
 

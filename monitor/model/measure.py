@@ -50,22 +50,20 @@ def _lm_head_names(model: Any) -> set[str]:
     return {name for name, module in model.named_modules() if module is head}
 
 
-def measure_module(
-    model: torch.nn.Module, seq_len: int, *, batch_size: int = 1, vocab_size: int | None = None
-) -> FlopsPerToken:
+def measure_module(model: torch.nn.Module, seq_len: int, *, batch_size: int = 1) -> FlopsPerToken:
     """Forward and training FLOPs per token of ``model`` on ``batch_size`` x ``seq_len`` token ids, measured
-    on meta.
+    on meta (the ids are meta tensors: their values never matter).
 
-    Parameters with ``requires_grad=False`` stay frozen (no weight-gradient FLOPs). ``vocab_size`` bounds the
-    token ids (unused on meta; kept for modules that check it). Raises :class:`MeasureError` when the module
-    cannot run on the meta device (e.g. mixture-of-experts routing, which needs real values).
+    Parameters with ``requires_grad=False`` stay frozen (no weight-gradient FLOPs). Raises
+    :class:`MeasureError` when the module cannot run on the meta device (e.g. mixture-of-experts routing,
+    which needs real values).
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    if seq_len <= 0 or batch_size <= 0:
-        raise InputError("seq_len", "seq_len and batch_size must be positive", "pass positive sizes")
-    del vocab_size  # ids are meta tensors: their values never matter
+    for field, value in (("seq_len", seq_len), ("batch_size", batch_size)):
+        if value <= 0:
+            raise InputError(field, f"must be positive, got {value}", f"pass a positive {field}")
     state: dict[str, torch.Tensor] = {}
     for name, p in model.named_parameters():
         state[name] = torch.empty_like(p, device="meta").requires_grad_(p.requires_grad)
