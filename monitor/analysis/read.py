@@ -1,7 +1,8 @@
 """Stream JSONL run logs into compact per-run columns, skipping and counting bad lines.
 
-Memory stays bounded by the number of step records, not by the file: each step record becomes seven numbers in
-``array`` columns (about 52 bytes), never a dict kept around. Lines are parsed a chunk at a time (one
+Memory stays bounded by the number of step records, not by the file: each step record becomes seven 8-byte
+numbers in ``array`` columns (56 bytes; up to five more for the MFU-loss split's optional fields, once a
+record of the run carries them), never a dict kept around. Lines are parsed a chunk at a time (one
 ``json.loads`` over a bracketed, comma-joined chunk, which halves the parse time of one call per line); a
 chunk holding a bad line falls back to one call per line so that the bad line alone is skipped and counted.
 
