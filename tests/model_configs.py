@@ -6,7 +6,7 @@ The expectations in the model tests come from here: the transformers implementat
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -174,14 +174,3 @@ def count_flops(
         loss.backward()
     tokens = batch_size * seq_len
     return fwd.get_total_flops() / tokens, bwd.get_total_flops() / tokens
-
-
-def freeze(model: torch.nn.Module, names: Iterable[str]) -> list[str]:
-    """Set ``requires_grad=False`` on parameters whose name starts with one of ``names``; return them."""
-    prefixes = tuple(names)
-    frozen = []
-    for name, p in model.named_parameters():
-        if name.startswith(prefixes):
-            p.requires_grad_(False)
-            frozen.append(name)
-    return frozen
