@@ -61,10 +61,14 @@ def _report(name: str, ours: float | None, published: float, source: str, note: 
     )  # fmt: skip
 
 
+def _decimals(value_text: str) -> int:
+    """Digits printed after the decimal point ("46.2" -> 1, "530" -> 0)."""
+    return len(value_text.split(".")[1]) if "." in value_text else 0
+
+
 def _half_unit(value_text: str) -> float:
     """Half a unit in the last printed digit of a published number ("46.2" -> 0.05, "238.3" -> 0.05)."""
-    decimals = len(value_text.split(".")[1]) if "." in value_text else 0
-    return 0.5 * 10.0**-decimals
+    return 0.5 * 10.0 ** -_decimals(value_text)
 
 
 # --- PaLM table 3: MFU from published throughput ---------------------------------------------------
@@ -270,7 +274,7 @@ PUBLISHED_SIZES: tuple[tuple[str, str, str, float, str], ...] = (
 
 def _printed_as(ours: float, text: str, scale: float) -> str | None:
     """How ``text`` relates to ``ours``: 'rounded' or 'truncated' to its printed digits, else None."""
-    decimals = len(text.split(".")[1]) if "." in text else 0
+    decimals = _decimals(text)
     value = ours / scale
     if math.isclose(round(value, decimals), float(text), abs_tol=1e-9):
         return "rounded"
