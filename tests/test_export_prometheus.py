@@ -76,6 +76,33 @@ def test_mfu_is_absent_while_the_peak_is_unknown(monkeypatch: pytest.MonkeyPatch
     mon.close()
 
 
+def test_world_rate_is_absent_while_no_rank_has_one() -> None:
+    import dataclasses
+
+    from monitor.export.prometheus import snapshot_metrics
+    from monitor.live.snapshot import WorldFigures
+
+    mon = _train({"peak_flops": 1e12, "run": "w"}, steps=3)
+    snap = mon.snapshot()
+    mon.close()
+    world = WorldFigures(
+        as_of_step=3, world_size=2, tokens_total=96, model_flops_total=96e3, tokens_per_second=None,
+        model_flops_per_second=None, peak_flops_per_second=2e12, mfu=None, max_step_seconds=None,
+    )  # fmt: skip
+    for rate in (None, 1234.5):
+        families = {
+            f.name: f
+            for f in snapshot_metrics(
+                dataclasses.replace(snap, world=dataclasses.replace(world, tokens_per_second=rate))
+            )
+        }
+        assert families["training_world_tokens"].samples[0].value == 96
+        if rate is None:
+            assert "training_world_tokens_per_second" not in families  # unknown, not 0 tokens/s
+        else:
+            assert families["training_world_tokens_per_second"].samples[0].value == rate
+
+
 def test_two_monitors_in_one_process_do_not_collide() -> None:
     a = _train({"run": "a", "peak_flops": 1e12}, steps=2)
     b = _train({"run": "b", "peak_flops": 1e12}, steps=3)

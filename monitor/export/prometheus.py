@@ -184,9 +184,10 @@ def snapshot_metrics(s: Snapshot) -> Iterator[Metric]:
         yield loss
     w = s.world
     if w is not None:
-        yield _gauge(
-            "training_world_tokens_per_second", "All ranks: tokens per second", lv, w.tokens_per_second or 0.0
-        )
+        if w.tokens_per_second is not None:  # None: no rank has a windowed rate yet (warm-up), not zero
+            yield _gauge(
+                "training_world_tokens_per_second", "All ranks: tokens per second", lv, w.tokens_per_second
+            )
         yield _counter("training_world_tokens", "All ranks: tokens processed", lv, w.tokens_total)
         if w.mfu is not None:
             yield _gauge(
