@@ -60,7 +60,7 @@ def _dist() -> Any:
     return None
 
 
-# Layout of the reduced vectors.
+# Layout of the reduced vectors (the monitor fills and reads them by these names).
 SUM_FIELDS = (
     "tokens_total",
     "model_flops_total",

@@ -42,7 +42,7 @@ from monitor.errors import InputError
 from monitor.hardware.nvml import GpuBackend, NullBackend
 from monitor.live.alert import AlertEvent, LowMfuAlert
 from monitor.live.attribution import MfuLoss, attribute, clock_ratio
-from monitor.live.distributed import Reducer, rank_place
+from monitor.live.distributed import MAX_FIELDS, SUM_FIELDS, Reducer, rank_place
 from monitor.live.distributed import initialized as dist_initialized
 from monitor.live.snapshot import Snapshot, WorldFigures
 from monitor.live.timing import HostTimer, TimerBackend, timer_for_device
@@ -1115,41 +1115,43 @@ class MFUMonitor:
         if place.world_size <= 1:
             return
         peak = snap.peak_flops_per_second
-        sums = [
-            float(snap.tokens_total),
-            snap.model_flops_total,
-            snap.tokens_per_second or 0.0,
-            snap.model_flops_per_second or 0.0,
-            peak or 0.0,
-            1.0 if peak else 0.0,
-        ]
         own = [
             x.pre_backward_seconds for x in snap.recent if not x.warmup and x.pre_backward_seconds is not None
         ]
         busy = math.fsum(own) / len(own) if own else 0.0
-        sums += [busy, 1.0 if own else 0.0]
-        got = self._reducer.exchange(sums, [snap.step_seconds or 0.0, busy])
+        sums = {
+            "tokens_total": float(snap.tokens_total),
+            "model_flops_total": snap.model_flops_total,
+            "tokens_per_second": snap.tokens_per_second or 0.0,
+            "model_flops_per_second": snap.model_flops_per_second or 0.0,
+            "peak": peak or 0.0,
+            "known": 1.0 if peak else 0.0,
+            "pre_backward_seconds": busy,
+            "pre_backward_known": 1.0 if own else 0.0,
+        }
+        maxes = {"step_seconds": snap.step_seconds or 0.0, "pre_backward_seconds": busy}
+        got = self._reducer.exchange([sums[k] for k in SUM_FIELDS], [maxes[k] for k in MAX_FIELDS])
         if got is None:
             return
-        s, m = got
-        known_all = round(s[5]) == place.world_size
-        busy_all = round(s[7]) == place.world_size  # every rank measured its pre-backward time
-        peak_sum = s[4] if known_all else None
-        mfps = s[3] if s[3] > 0 else None
+        s, m = dict(zip(SUM_FIELDS, got[0], strict=True)), dict(zip(MAX_FIELDS, got[1], strict=True))
+        known_all = round(s["known"]) == place.world_size
+        busy_all = round(s["pre_backward_known"]) == place.world_size  # every rank measured its pre-backward
+        peak_sum = s["peak"] if known_all else None
+        mfps = s["model_flops_per_second"] if s["model_flops_per_second"] > 0 else None
         with self._lock:
             self._world = WorldFigures(
                 as_of_step=self._nsteps,
                 world_size=place.world_size,
-                tokens_total=int(s[0]),
-                model_flops_total=s[1],
-                tokens_per_second=s[2] if s[2] > 0 else None,
+                tokens_total=int(s["tokens_total"]),
+                model_flops_total=s["model_flops_total"],
+                tokens_per_second=s["tokens_per_second"] if s["tokens_per_second"] > 0 else None,
                 model_flops_per_second=mfps,
                 peak_flops_per_second=peak_sum,
                 mfu=utilization(mfps, peak_sum),
-                max_step_seconds=m[0] if m[0] > 0 else None,
+                max_step_seconds=m["step_seconds"] if m["step_seconds"] > 0 else None,
                 # the slowest rank's pre-backward time, when every rank measured one
-                max_pre_backward_seconds=m[1] if busy_all else None,
-                mean_pre_backward_seconds=s[6] / place.world_size if busy_all else None,
+                max_pre_backward_seconds=m["pre_backward_seconds"] if busy_all else None,
+                mean_pre_backward_seconds=s["pre_backward_seconds"] / place.world_size if busy_all else None,
             )
 
     # --- terminal view ---
