@@ -62,8 +62,8 @@ class AnalyzeOptions:
             )
         peak = self.peak_flops_per_second
         if peak is not None and not (peak > 0 and math.isfinite(peak)):
-            raise InputError(
-                "--peak-tflops", f"must be a positive number, got {peak}", "e.g. 989 for H100 bf16"
+            raise InputError(  # the flag is in TFLOP/s, the option in FLOP/s: say it as the user typed it
+                "--peak-tflops", f"must be a positive number, got {peak / 1e12:g}", "e.g. 989 for H100 bf16"
             )
         if self.max_listed < 1:
             raise InputError("--max-listed", f"must be >= 1, got {self.max_listed}", "e.g. 50")
