@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps <= 0:
         raise InputError("--steps", f"must be positive, got {args.steps}", "pass e.g. --steps 100")
-    if args.seconds <= 0:
+    if not args.seconds > 0:  # also NaN
         raise InputError("--seconds", f"must be positive, got {args.seconds}", "pass e.g. --seconds 60")
     if not 0 <= args.port <= 65535:
         raise InputError("--port", f"must be 0..65535, got {args.port}", "pass e.g. --port 9400")
