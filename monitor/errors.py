@@ -23,14 +23,26 @@ class InputError(ValueError):
         super().__init__(message)
 
 
-def describe_validation_error(error: object) -> str:
-    """One line for a pydantic ``ValidationError``: the first failing field, its problem, how many others."""
+def validation_problem(error: object) -> tuple[str, str]:
+    """(problem, fix) for a pydantic ``ValidationError``: the first failing field and its problem, how many
+    others. A check across fields (no field of its own) is told by its message alone: its input is the whole
+    object, too long for one line."""
     errors = error.errors() if hasattr(error, "errors") else []
     if not errors:
-        return str(error)
+        return str(error), "fix the input"
     first = errors[0]
-    field = ".".join(str(part) for part in first.get("loc", ())) or "input"
-    message = f"{field}: {first.get('msg', 'invalid')} (got {first.get('input')!r}) — fix this field"
+    field = ".".join(str(part) for part in first.get("loc", ()))
+    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    if field:
+        problem, fix = f"{field}: {message} (got {first.get('input')!r})", "fix this field"
+    else:
+        problem, fix = message, "fix the fields it names"
     if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more problem(s))"
-    return message
+        problem += f" (and {len(errors) - 1} more problem(s))"
+    return problem, fix
+
+
+def describe_validation_error(error: object) -> str:
+    """One line for a pydantic ``ValidationError`` (see :func:`validation_problem`)."""
+    problem, fix = validation_problem(error)
+    return f"{problem} — {fix}"

@@ -99,6 +99,24 @@ def test_bad_config_names_the_field(config: dict, field: str) -> None:
     assert err.value.fix
 
 
+def test_validation_errors_read_as_one_line_with_a_fix() -> None:
+    from pydantic import ValidationError
+
+    from monitor.errors import describe_validation_error, validation_problem
+    from monitor.model.spec import MoESpec
+
+    with pytest.raises(ValidationError) as field_error:
+        MoESpec(num_experts=0, top_k=1, expert_intermediate_size=8, layers=(0,))
+    problem, fix = validation_problem(field_error.value)
+    assert problem.startswith("num_experts: ") and "(got 0)" in problem and fix
+    with pytest.raises(ValidationError) as cross_error:  # a check across fields has no field of its own
+        MoESpec(num_experts=4, top_k=8, expert_intermediate_size=8, layers=(0,))
+    line = describe_validation_error(cross_error.value)
+    assert line.startswith("top_k (8) exceeds num_experts (4)")
+    assert "expert_intermediate_size" not in line  # the whole input is not echoed
+    assert "\n" not in line
+
+
 def test_unknown_type_error_lists_the_supported_ones() -> None:
     with pytest.raises(InputError, match="llama, mistral") as err:
         spec_from_hf_config({"model_type": "rwkv"})

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from monitor.errors import InputError, describe_validation_error
+from monitor.errors import InputError, validation_problem
 from monitor.model.spec import MLASpec, ModelSpec, MoESpec
 
 _Cfg = Mapping[str, Any]
@@ -469,4 +469,4 @@ def spec_from_hf_config(config: Any, *, name: str | None = None) -> ModelSpec:
     try:
         return builder(fields, name or raw.get("_name_or_path") or None)
     except ValidationError as exc:
-        raise InputError("config", describe_validation_error(exc), "fix the config field named") from None
+        raise InputError("config", *validation_problem(exc)) from None
