@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.analysis.plots import mfu_loss_png, ranks_png, step_time_png, timeline_png
-from monitor.analysis.summary import AnalysisResult, MfuLossOut, RunSummary
+from monitor.analysis.summary import AnalysisResult, MfuLossOut, RunSummary, describe_counts
 from monitor.live.attribution import LABELS, OF_WHAT, TITLES
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -267,7 +267,7 @@ def render_html(result: AnalysisResult, title: str = "MFU report") -> str:
     if analysis.skipped_total:
         parts.append(
             f'<p class="bad">{esc(analysis.skipped_total)} log record(s) skipped: '
-            f"{esc(', '.join(f'{n} {k}' for k, n in analysis.skipped.items()))}</p>"
+            f"{esc(describe_counts(analysis.skipped))}</p>"
         )
     if any(r.mfu_loss is not None for r in runs):
         parts.append("<h2>Where the peak went</h2>")
@@ -282,10 +282,7 @@ def render_html(result: AnalysisResult, title: str = "MFU report") -> str:
         "<h2>Files</h2>"
         + _table(
             ["path", "lines", "records", "skipped"],
-            (
-                [f.path, f.lines, f.records, ", ".join(f"{n} {k}" for k, n in f.skipped.items()) or "0"]
-                for f in analysis.files
-            ),
+            ([f.path, f.lines, f.records, describe_counts(f.skipped) or "0"] for f in analysis.files),
         )
     )
     parts.append("</body></html>\n")

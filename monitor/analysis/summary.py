@@ -237,7 +237,7 @@ def summarize_logs(logs: LogSet, options: AnalyzeOptions) -> AnalysisResult:
         skipped["repeated_step"] += repeated_total
     ordered = {kind: skipped[kind] for kind in SKIP_KINDS if skipped[kind]}
     if not runs:
-        hint = f" ({sum(ordered.values())} line(s) skipped: {_describe(ordered)})" if ordered else ""
+        hint = f" ({sum(ordered.values())} line(s) skipped: {describe_counts(ordered)})" if ordered else ""
         raise InputError(
             "LOG",
             f"no run records found{hint}",
@@ -269,12 +269,12 @@ def skipped_warning(analysis: Analysis) -> str | None:
     """The one warning line about skipped lines, or None when nothing was skipped."""
     if not analysis.skipped_total:
         return None
-    return (
-        f"skipped {analysis.skipped_total} record(s): {_describe(analysis.skipped)} (see 'skipped' in --json)"
-    )
+    counts = describe_counts(analysis.skipped)
+    return f"skipped {analysis.skipped_total} record(s): {counts} (see 'skipped' in --json)"
 
 
-def _describe(counts: dict[str, int]) -> str:
+def describe_counts(counts: dict[str, int]) -> str:
+    """Skip counts as text: "2 not_json, 1 torn_line"."""
     return ", ".join(f"{n} {kind}" for kind, n in counts.items())
 
 
