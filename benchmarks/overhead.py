@@ -4,8 +4,9 @@
     python benchmarks/overhead.py --quick    # a smoke run (seconds)
 
 Method (../shared/BENCHMARKING.md): every variant owns its own model and optimizer; each round runs every
-variant for ``--steps`` steps in a shuffled order; a variant's figure in a round is its mean step time; the
-overhead is the median over rounds of (variant - bare) in the same round, so drift and one slow round cancel.
+variant for ``--free-steps`` (or ``--real-steps``) steps in a shuffled order; a variant's figure in a round is
+its mean step time; the overhead is the median over rounds of (variant - bare) in the same round, so drift and
+one slow round cancel.
 Two steps: a near-free one (a one-parameter model whose forward returns the parameter) that makes a few µs
 visible, and a realistic ~0.4 ms CPU step (a small MLP) to express the cost as a share of a real step.
 
