@@ -304,10 +304,15 @@ def count_with(fn: TokensFn | None, batch: Any) -> BatchCount | None:
     got = fn(batch)
     if got is None or isinstance(got, BatchCount):
         return got
+    fix = "return the batch's token count (an int) or (tokens, seq_len)"
     if isinstance(got, tuple):
-        return BatchCount(int(got[0]), int(got[1]))
+        try:
+            tokens, seq_len = (int(x) for x in got)
+        except (TypeError, ValueError) as exc:
+            raise InputError("tokens_fn", f"returned {got!r}", fix) from exc
+        if tokens < 0 or seq_len < 1:
+            raise InputError("tokens_fn", f"returned {got!r}: tokens >= 0 and seq_len >= 1 expected", fix)
+        return BatchCount(tokens, seq_len)
     if isinstance(got, bool) or not isinstance(got, int) or got < 0:
-        raise InputError(
-            "tokens_fn", f"returned {got!r}", "return the batch's token count (an int) or (tokens, seq_len)"
-        )
+        raise InputError("tokens_fn", f"returned {got!r}", fix)
     return BatchCount(got, None)

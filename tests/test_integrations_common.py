@@ -104,6 +104,9 @@ def test_count_with_user_function() -> None:
         count_with(lambda b: -1, object())
     with pytest.raises(InputError, match="tokens_fn"):
         count_with(lambda b: 2.5, object())  # type: ignore[arg-type,return-value]
+    for bad in ((-1, 16), (16, 0), (16,), (16, 8, 2), ("many", 8)):
+        with pytest.raises(InputError, match="tokens_fn"):
+            count_with(lambda b, bad=bad: bad, object())  # type: ignore[misc]
 
 
 def test_check_monitor_kwargs() -> None:
