@@ -55,3 +55,55 @@ def test_torchrun_two_ranks_export_both_and_agree_on_run_figures(tmp_path: Path)
     assert w0["mfu"] == pytest.approx(w0["model_flops_per_second"] / 3e12)
     assert r0["scraped"]["0"]["training_world_mfu_ratio"] == r0["scraped"]["1"]["training_world_mfu_ratio"]
     assert r0["scraped"]["0"]["training_world_tokens_total"] == 800
+
+
+class _OtherRank:
+    """Stands in for the all-reduce: adds a second rank's values to this rank's (the collective itself is
+    covered by the torchrun test above)."""
+
+    def __init__(self, sums: dict[str, float]) -> None:
+        self.sums = sums
+
+    def exchange(self, sums: list[float], maxes: list[float]) -> tuple[list[float], list[float]]:
+        from monitor.live.distributed import SUM_FIELDS
+
+        other = [self.sums.get(k, 0.0) for k in SUM_FIELDS]
+        return [a + b for a, b in zip(sums, other, strict=True)], list(maxes)
+
+
+@pytest.mark.parametrize("other_in_warmup", [True, False])
+def test_run_rates_wait_for_every_rank(monkeypatch: pytest.MonkeyPatch, other_in_warmup: bool) -> None:
+    """A rank still in warm-up has no windowed rate: the run's tokens/s and MFU stay unknown rather than
+    summing its absence as 0 (which would make the run read slow)."""
+    import torch
+    from torch import nn
+
+    import monitor.live.monitor as live
+    from monitor.live.distributed import RankPlace
+
+    monkeypatch.setattr(live, "rank_place", lambda: RankPlace(0, 0, 2))
+    model = nn.Linear(4, 4)
+    mon = live.MFUMonitor(flops_per_token=50.0, peak_flops=1e12, seq_len=8, warmup_steps=1, log_every=1000)
+    try:
+        for _ in range(4):
+            model(torch.randn(2, 4)).sum().backward()
+            mon.step(tokens=16)
+        own = mon.snapshot()
+        assert own.tokens_per_second and own.model_flops_per_second
+        other = {"tokens_total": 16.0, "model_flops_total": 800.0, "peak": 1e12, "known": 1.0}
+        if not other_in_warmup:
+            rate = own.tokens_per_second
+            other |= {"tokens_per_second": rate, "model_flops_per_second": 50.0 * rate}
+            other |= {"tokens_rated": 1.0, "flops_rated": 1.0}
+        mon._reducer = _OtherRank(other)  # type: ignore[assignment]
+        mon._exchange(own)
+        world = mon.snapshot().world
+        assert world is not None and world.tokens_total == own.tokens_total + 16
+        assert world.peak_flops_per_second == pytest.approx(2e12)
+        if other_in_warmup:
+            assert world.tokens_per_second is None and world.mfu is None
+        else:
+            assert world.tokens_per_second == pytest.approx(2 * own.tokens_per_second)
+            assert world.mfu == pytest.approx(2 * own.model_flops_per_second / 2e12)
+    finally:
+        mon.close()

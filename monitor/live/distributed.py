@@ -70,6 +70,8 @@ SUM_FIELDS = (
     "known",
     "pre_backward_seconds",
     "pre_backward_known",
+    "tokens_rated",
+    "flops_rated",
 )
 MAX_FIELDS = ("step_seconds", "pre_backward_seconds")
 

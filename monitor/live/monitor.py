@@ -1128,6 +1128,8 @@ class MFUMonitor:
             "known": 1.0 if peak else 0.0,
             "pre_backward_seconds": busy,
             "pre_backward_known": 1.0 if own else 0.0,
+            "tokens_rated": 1.0 if snap.tokens_per_second else 0.0,
+            "flops_rated": 1.0 if snap.model_flops_per_second else 0.0,
         }
         maxes = {"step_seconds": snap.step_seconds or 0.0, "pre_backward_seconds": busy}
         got = self._reducer.exchange([sums[k] for k in SUM_FIELDS], [maxes[k] for k in MAX_FIELDS])
@@ -1137,14 +1139,18 @@ class MFUMonitor:
         known_all = round(s["known"]) == place.world_size
         busy_all = round(s["pre_backward_known"]) == place.world_size  # every rank measured its pre-backward
         peak_sum = s["peak"] if known_all else None
-        mfps = s["model_flops_per_second"] if s["model_flops_per_second"] > 0 else None
+        # Run-wide rates only once every rank has a windowed rate: a rank still in warm-up would otherwise add
+        # 0 to the sums and make the run read slow (no number rather than a wrong one).
+        n = place.world_size
+        mfps = s["model_flops_per_second"] if round(s["flops_rated"]) == n else None
+        tps = s["tokens_per_second"] if round(s["tokens_rated"]) == n else None
         with self._lock:
             self._world = WorldFigures(
                 as_of_step=self._nsteps,
                 world_size=place.world_size,
                 tokens_total=int(s["tokens_total"]),
                 model_flops_total=s["model_flops_total"],
-                tokens_per_second=s["tokens_per_second"] if s["tokens_per_second"] > 0 else None,
+                tokens_per_second=tps,
                 model_flops_per_second=mfps,
                 peak_flops_per_second=peak_sum,
                 mfu=utilization(mfps, peak_sum),
