@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from monitor.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from monitor.figures.snapshot import Snapshot
     from monitor.live.monitor import MFUMonitor
-    from monitor.live.snapshot import Snapshot
 
 # The callbacks set these themselves (from the trainer); a user passing them is a mistake worth naming.
 _SET_BY_CALLBACK = ("model", "optimizer")

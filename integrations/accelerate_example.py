@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from integrations._common import accelerate_dtype
 
 if TYPE_CHECKING:  # pragma: no cover
-    from monitor.live.snapshot import Snapshot
+    from monitor.figures.snapshot import Snapshot
 
 
 def tiny_llama(vocab_size: int = 256, hidden_size: int = 64, layers: int = 2) -> Any:

@@ -1,6 +1,6 @@
 """Why is MFU low: the split of 1 - MFU into measured causes, with known answers.
 
-Pure math first (monitor.live.attribution), then the live monitor on real tiny models: a data loader that
+Pure math first (monitor.figures.attribution), then the live monitor on real tiny models: a data loader that
 sleeps a known time (input wait), batches with known padding, a fake NVML whose clock drops (throttling, the
 one thing faked), checkpointed layers against FlopCounterMode's extra FLOPs (recomputation); plus the monitor
 API additions the integrations use (resume(), step(seq_len=)). Stragglers: tests/test_attribution_dist.py.
@@ -23,8 +23,8 @@ from torch.utils.checkpoint import checkpoint
 from torch.utils.flop_counter import FlopCounterMode
 
 from monitor.export.terminal import render
+from monitor.figures.attribution import GAP_PARTS, LABELS, attribute, clock_ratio, verdict
 from monitor.hardware.nvml import Telemetry
-from monitor.live.attribution import GAP_PARTS, LABELS, attribute, clock_ratio, verdict
 from monitor.live.monitor import MFUMonitor
 
 torch.set_num_threads(1)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from monitor.analysis.summary import AnalyzeOptions, analyze
-from monitor.live.attribution import GAP_PARTS
+from monitor.figures.attribution import GAP_PARTS
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "attribution_dist_worker.py"

@@ -80,7 +80,7 @@ def test_world_rate_is_absent_while_no_rank_has_one() -> None:
     import dataclasses
 
     from monitor.export.prometheus import snapshot_metrics
-    from monitor.live.snapshot import WorldFigures
+    from monitor.figures.snapshot import WorldFigures
 
     mon = _train({"peak_flops": 1e12, "run": "w"}, steps=3)
     snap = mon.snapshot()

@@ -16,9 +16,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from monitor.figures.window import STEP_BUCKETS
 from monitor.live.alert import AlertEvent
 from monitor.live.monitor import MFUMonitor
-from monitor.live.window import STEP_BUCKETS
 
 
 @pytest.mark.parametrize("first_step", [0, 7])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from monitor.figures.window import StepSample, eta_seconds, rates, select_window, utilization
 from monitor.live.alert import LowMfuAlert
 from monitor.live.tokens import DeferredCount, tokens_in
-from monitor.live.window import StepSample, eta_seconds, rates, select_window, utilization
 
 
 def _s(step: int, tokens: int, seconds: float, end: float, warm: bool = False) -> StepSample:

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from monitor.analysis.steps import StepTable
 from monitor.analysis.summary import MfuLossOut, RunSummary
-from monitor.live.attribution import TITLES
+from monitor.figures.attribution import TITLES
 
 MAX_POINTS = 1500
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")

@@ -166,7 +166,7 @@ def _read_file(path: Path, prefix: str, logs: LogSet, stats: FileStats) -> None:
                 _take(obj, prefix, name, logs, stats, last_time)
 
 
-# step-record field -> StepColumns attribute, for the MFU-loss split (monitor.live.attribution); optional
+# step-record field -> StepColumns attribute, for the MFU-loss split (monitor.figures.attribution); optional
 OPTIONAL_FIELDS: tuple[tuple[str, str], ...] = (
     ("input_wait_seconds", "input_wait"),
     ("real_tokens", "real_tokens"),

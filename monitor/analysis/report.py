@@ -17,7 +17,7 @@ from typing import Any
 
 from monitor.analysis.plots import mfu_loss_png, ranks_png, step_time_png, timeline_png
 from monitor.analysis.summary import AnalysisResult, MfuLossOut, RunSummary, describe_counts
-from monitor.live.attribution import LABELS, OF_WHAT, TITLES
+from monitor.figures.attribution import LABELS, OF_WHAT, TITLES
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 

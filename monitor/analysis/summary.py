@@ -30,7 +30,7 @@ from monitor.analysis.episodes import distribution, low_mfu_episodes, rank_stats
 from monitor.analysis.read import SKIP_KINDS, LogSet, RunLog, read_logs
 from monitor.analysis.steps import StepTable, build_step_table
 from monitor.errors import InputError
-from monitor.live.attribution import LossSums, MfuLoss, loss_sums, split, verdict
+from monitor.figures.attribution import LossSums, MfuLoss, loss_sums, split, verdict
 
 
 @dataclass(frozen=True)
@@ -469,7 +469,7 @@ def _ranks(summary: RunSummary, table: StepTable, options: AnalyzeOptions) -> No
 
 
 class _LossInputs:
-    """Per-record inputs of ``monitor.live.attribution`` (one implementation, live and here), gathered a
+    """Per-record inputs of ``monitor.figures.attribution`` (one implementation, live and here), gathered a
     chunk of records at a time so that a long log's split costs a few small arrays, not a dozen full ones.
 
     A record's time is its step's wall time (the slowest rank's, as ``mfu.overall`` uses), so the split of the

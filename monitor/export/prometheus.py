@@ -24,8 +24,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from monitor.figures.snapshot import Snapshot
 from monitor.hardware.nvml import GpuBackend, Telemetry
-from monitor.live.snapshot import Snapshot
 
 LABELS = ["run", "rank"]
 GPU_LABELS = ["run", "rank", "gpu"]

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from monitor.live.attribution import verdict
-from monitor.live.snapshot import Snapshot
+from monitor.figures.attribution import verdict
+from monitor.figures.snapshot import Snapshot
 
 
 def si(value: float | None, unit: str = "", digits: int = 3) -> str:

@@ -39,15 +39,9 @@ from typing import Any
 import torch
 
 from monitor.errors import InputError
-from monitor.hardware.nvml import GpuBackend, NullBackend
-from monitor.live.alert import AlertEvent, LowMfuAlert
-from monitor.live.attribution import MfuLoss, attribute, clock_ratio
-from monitor.live.distributed import MAX_FIELDS, SUM_FIELDS, Reducer, rank_place
-from monitor.live.distributed import initialized as dist_initialized
-from monitor.live.snapshot import Snapshot, WorldFigures
-from monitor.live.timing import HostTimer, TimerBackend, timer_for_device
-from monitor.live.tokens import DeferredCount, tokens_in
-from monitor.live.window import (
+from monitor.figures.attribution import MfuLoss, attribute, clock_ratio
+from monitor.figures.snapshot import Snapshot, WorldFigures
+from monitor.figures.window import (
     STEP_BUCKETS,
     StepSample,
     eta_seconds,
@@ -55,6 +49,12 @@ from monitor.live.window import (
     select_window,
     utilization,
 )
+from monitor.hardware.nvml import GpuBackend, NullBackend
+from monitor.live.alert import AlertEvent, LowMfuAlert
+from monitor.live.distributed import MAX_FIELDS, SUM_FIELDS, Reducer, rank_place
+from monitor.live.distributed import initialized as dist_initialized
+from monitor.live.timing import HostTimer, TimerBackend, timer_for_device
+from monitor.live.tokens import DeferredCount, tokens_in
 
 log = logging.getLogger("monitor")
 _NO_FLOPS = (0.0, 0.0)
@@ -760,7 +760,7 @@ class MFUMonitor:
             )
 
     def _mfu_loss(self, window: list[StepSample], peak: float | None) -> MfuLoss | None:
-        """The window's MFU gap split into causes (monitor.live.attribution): input wait and padding from the
+        """The window's MFU gap split into causes (figures.attribution): input wait and padding from the
         steps, throttling from the last NVML clock reading, stragglers from the last all-reduce."""
         if not window or peak is None:
             return None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from monitor.live.attribution import MfuLoss
-from monitor.live.window import StepSample
+from monitor.figures.attribution import MfuLoss
+from monitor.figures.window import StepSample
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Snapshot:
     step_duration_buckets: tuple[tuple[float, int], ...] = ()  # cumulative (le, count) for the histogram
     step_duration_sum: float = 0.0
     step_duration_count: int = 0
-    mfu_loss: MfuLoss | None = None  # the window's MFU gap split into causes (monitor.live.attribution)
+    mfu_loss: MfuLoss | None = None  # the window's MFU gap split into causes (monitor.figures.attribution)
     sm_clock_ratio: float | None = None  # SM clock / max SM clock at the last NVML reading
 
     def as_dict(self) -> dict[str, object]:
