@@ -51,17 +51,10 @@ def _flops_per_token(args: argparse.Namespace) -> tuple[float | None, str | None
         flag = "--model" if args.model else "--config"
         raise InputError("--seq-len", f"needed with {flag} to count attention FLOPs", "e.g. --seq-len 4096")
     from monitor.model.flops import flops_per_token
+    from monitor.planning.resolve import model_spec
 
-    if args.model is not None:
-        from monitor.model.presets import load_preset
-
-        spec = load_preset(args.model)
-        name = args.model
-    else:
-        from monitor.model.hf_config import spec_from_hf_config
-
-        spec = spec_from_hf_config(args.config)
-        name = args.config
+    spec = model_spec(args.config, args.model)
+    name = args.model if args.model is not None else args.config
     return flops_per_token(spec, args.seq_len, causal=args.causal).training, name
 
 
@@ -72,13 +65,9 @@ def _peak(args: argparse.Namespace) -> tuple[float | None, str | None]:
         return args.peak_tflops * 1e12, None
     if args.gpu is None:
         return None, None
-    from monitor.hardware.catalog import resolve
+    from monitor.hardware.catalog import catalogue_peak
 
-    accelerator = resolve(args.gpu, field="--gpu")
-    dtype = args.dtype or "bf16"
-    value = accelerator.peak(dtype)
-    if value is None:
-        raise InputError("--dtype", f"{accelerator.name} has no dense {dtype} peak", "pick another --dtype")
+    value, accelerator = catalogue_peak(args.gpu, args.dtype or "bf16")
     return value, accelerator.name
 
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from monitor.errors import InputError
 from monitor.hardware.dtypes import normalize_dtype
+from monitor.hardware.host import cpu_name
 
 CALIBRATABLE = ("fp64", "fp32", "tf32", "bf16", "fp16")
 DEFAULT_SIZE = {"cpu": 1024, "cuda": 8192}
@@ -61,23 +62,12 @@ def cache_dir() -> Path:
     return Path(base) / "mfu-monitor"
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
-
-
 def _device_name(device: str) -> str:
     if device == "cuda":
         import torch
 
         return str(torch.cuda.get_device_name(torch.cuda.current_device()))
-    return _cpu_name()
+    return cpu_name()
 
 
 def machine_key(device: str = "cpu") -> str:

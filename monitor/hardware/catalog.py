@@ -165,11 +165,30 @@ def resolve(name: str, *, field: str = "--gpu") -> Accelerator:
     )
 
 
+def catalogue_peak(
+    name: str, dtype: Any, *, name_field: str = "--gpu", dtype_field: str = "--dtype", fix: str | None = None
+) -> tuple[float, Accelerator]:
+    """(dense peak FLOP/s, the part) for a catalogue name and a dtype; the one lookup the planning tools and
+    the importers share. An unknown name or a part without a verified figure for ``dtype`` is an InputError
+    naming ``name_field`` or ``dtype_field``."""
+    acc = resolve(name, field=name_field)
+    peak = acc.peak(dtype)
+    if peak is None:
+        problem = "has no" if acc.has_unit(dtype) is False else "has no verified"
+        raise InputError(
+            dtype_field,
+            f"{acc.name} {problem} {dtype} peak",
+            fix or f"pass another {dtype_field} or give the peak yourself",
+        )
+    return peak, acc
+
+
 __all__ = [
     "DTYPES",
     "Accelerator",
     "all_accelerators",
     "by_pci_device_id",
+    "catalogue_peak",
     "lookup",
     "lookup_driver_name",
     "normalize_name",

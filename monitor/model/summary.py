@@ -17,7 +17,7 @@ from monitor.errors import InputError
 from monitor.model.flops import FlopsPerToken, Recompute, flops_per_token, training_setup_from_parameters
 from monitor.model.hf_config import SUPPORTED_MODEL_TYPES, load_config_dict, spec_from_hf_config
 from monitor.model.params import ParamCount, count_params
-from monitor.model.presets import load_preset
+from monitor.model.resolve import resolve_named_spec
 from monitor.model.spec import ModelSpec
 
 
@@ -110,11 +110,11 @@ def figures_for(
         causal=causal, sliding_window=sliding_window, recompute=recompute, frozen=frozen
     )
     if preset is not None:
-        return figures_for_spec(load_preset(preset), seq_len, **conventions)
+        return figures_for_spec(resolve_named_spec(preset=preset), seq_len, **conventions)
     raw = load_config_dict(config)
     model_type = raw.get("model_type")
     if model_type in SUPPORTED_MODEL_TYPES or model_type in ("gemma3",) or not model_type:
-        return figures_for_spec(spec_from_hf_config(raw), seq_len, **conventions)
+        return figures_for_spec(resolve_named_spec(raw), seq_len, **conventions)
     if importlib.util.find_spec("transformers") is None:
         spec_from_hf_config(raw)  # raises the InputError listing the supported types
     if causal or recompute not in (False, None, "none") or frozen:

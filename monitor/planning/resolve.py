@@ -21,17 +21,9 @@ TERA = 1e12
 
 def model_spec(config: str | None = None, model: str | None = None) -> ModelSpec:
     """The ModelSpec of ``--config PATH`` or ``--model PRESET`` (exactly one)."""
-    if config is not None and model is not None:
-        raise InputError("--config/--model", "both given", "pass one of --config PATH or --model PRESET")
-    if config is not None:
-        from monitor.model.hf_config import spec_from_hf_config
+    from monitor.model.resolve import resolve_named_spec
 
-        return spec_from_hf_config(config)
-    if model is not None:
-        from monitor.model.presets import load_preset
-
-        return load_preset(model)
-    raise InputError("--config/--model", "no model given", "pass --config PATH or --model PRESET")
+    return resolve_named_spec(config, model)
 
 
 @dataclass(frozen=True)
@@ -55,16 +47,9 @@ def device_peak(gpu: str | None, peak_tflops: float | None, dtype: str = "bf16")
         return Peak(value * TERA, None, None, dtype_name, "given with --peak-tflops")
     if gpu is None:
         raise InputError("--gpu/--peak-tflops", "no device given", "pass --gpu NAME or --peak-tflops X")
-    from monitor.hardware.catalog import resolve
+    from monitor.hardware.catalog import catalogue_peak
 
-    acc = resolve(gpu, field="--gpu")
-    peak = acc.peak(dtype_name)
-    if peak is None:
-        have = acc.has_unit(dtype_name)
-        problem = "has no" if have is False else "has no verified"
-        raise InputError(
-            "--dtype",
-            f"{acc.name} {problem} {dtype_name} peak",
-            "pass another --dtype or give the peak with --peak-tflops",
-        )
+    peak, acc = catalogue_peak(
+        gpu, dtype_name, fix="pass another --dtype or give the peak with --peak-tflops"
+    )
     return Peak(peak, acc.name, acc.key, dtype_name, acc.source)
