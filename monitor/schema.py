@@ -1,12 +1,15 @@
-"""The JSONL run log's records (CONTRACTS.md, "Run log"): one JSON object a line, told apart by ``event``.
+"""The JSONL run log's records: one JSON object a line, told apart by ``event`` (``run_start``, ``step``,
+``alert``, ``run_end``).
 
-Shared by the writer (``monitor.export.runlog``) and the readers (``monitor.analysis``). Extra fields are
-allowed and kept, so that later versions can add to a record without breaking older readers.
+Every field the monitor writes is declared here once; the writer builds its records from these models (the
+step records through :func:`step_record`, which checks its keys against :class:`StepRecord` in the tests) and
+the readers validate through them. Extra fields are allowed and kept, so that later versions can add to a
+record without breaking older readers, and older logs (without the later optional fields) still read.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +23,10 @@ class _Record(BaseModel):
     run: str
     rank: int = Field(0, ge=0)
 
+    # Optional fields added after the first version: written only when the writer sets them, so that a
+    # writer that knows nothing of them (an importer) writes the records it always wrote.
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
 
 class RunStart(_Record):
     event: Literal["run_start"] = "run_start"
@@ -32,6 +39,18 @@ class RunStart(_Record):
     dtype: str | None = None
     seq_len: int | None = Field(None, ge=1)
     schema_version: int = SCHEMA_VERSION
+    peak_source: str | None = Field(None, description="where the peak came from: catalogue, override, ...")
+    flops_method: str | None = Field(None, description="given, analytic (ModelSpec) or measured (meta)")
+    hardware_flops_per_token: float | None = Field(
+        None, ge=0, description="FLOPs per token the hardware does (recomputation included)"
+    )
+    warmup_steps: int | None = Field(None, ge=0, description="steps left out of rates and MFU")
+    local_rank: int | None = Field(None, ge=0)
+    timer: str | None = Field(None, description="the step clock: host perf_counter or CUDA events")
+
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        ("peak_source", "flops_method", "hardware_flops_per_token", "warmup_steps", "local_rank", "timer")
+    )
 
 
 class StepRecord(_Record):
@@ -41,6 +60,27 @@ class StepRecord(_Record):
     step_seconds: float = Field(ge=0)
     model_flops: float = Field(ge=0, description="model FLOPs this rank did in this step")
     mfu: float | None = Field(None, ge=0, description="this step's MFU on this rank; null without a peak")
+    hardware_flops: float | None = Field(None, ge=0, description="hardware FLOPs (recomputation included)")
+    real_tokens: int | None = Field(None, ge=0, description="non-padding tokens, when known")
+    seq_len: int | None = Field(None, ge=1, description="the attention length the FLOPs were counted at")
+    forward_start_time: float | None = Field(None, description="unix seconds of the step's first forward")
+    input_wait_seconds: float | None = Field(
+        None, ge=0, description="host seconds from the previous step's end to this step's first forward"
+    )
+    warmup: bool = Field(False, description="a warm-up step: left out of rates and MFU")
+    pre_backward_seconds: float | None = Field(
+        None, ge=0, description="host seconds from the first forward to the start of the last backward"
+    )
+    sm_clock_ratio: float | None = Field(
+        None, ge=0, description="SM clock / max SM clock (NVML) at the log tick that wrote this step"
+    )
+
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        (
+            "hardware_flops", "real_tokens", "seq_len", "forward_start_time", "input_wait_seconds", "warmup",
+            "pre_backward_seconds", "sm_clock_ratio",
+        )
+    )  # fmt: skip
 
 
 class AlertRecord(_Record):
@@ -60,10 +100,61 @@ class RunEnd(_Record):
     seconds: float | None = None
     reason: str = "closed"
     errors: int = 0
+    mfu_cumulative: float | None = Field(None, ge=0, description="MFU over every post-warm-up step")
+    tokens_per_second: float | None = Field(None, ge=0, description="the last windowed rate")
+
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset(("mfu_cumulative", "tokens_per_second"))
 
 
 LogRecord = Annotated[RunStart | StepRecord | AlertRecord | RunEnd, Field(discriminator="event")]
 
+# The keys of a step record, in the order the monitor writes them.
+STEP_KEYS = ("event", *(k for k in StepRecord.model_fields if k != "event"))
+
+
+def step_record(
+    *,
+    time: float,
+    run: str,
+    rank: int,
+    step: int,
+    tokens: int,
+    step_seconds: float,
+    model_flops: float,
+    mfu: float | None,
+    hardware_flops: float | None,
+    real_tokens: int | None,
+    seq_len: int | None,
+    forward_start_time: float | None,
+    input_wait_seconds: float | None,
+    warmup: bool,
+    pre_backward_seconds: float | None,
+    sm_clock_ratio: float | None,
+) -> dict[str, Any]:
+    """A step record as a plain dict with exactly :class:`StepRecord`'s fields (built once per step at log
+    time, where a validated model per step would cost more than the step itself)."""
+    return {
+        "event": "step",
+        "time": time,
+        "run": run,
+        "rank": rank,
+        "step": step,
+        "tokens": tokens,
+        "step_seconds": step_seconds,
+        "model_flops": model_flops,
+        "mfu": mfu,
+        "hardware_flops": hardware_flops,
+        "real_tokens": real_tokens,
+        "seq_len": seq_len,
+        "forward_start_time": forward_start_time,
+        "input_wait_seconds": input_wait_seconds,
+        "warmup": warmup,
+        "pre_backward_seconds": pre_backward_seconds,
+        "sm_clock_ratio": sm_clock_ratio,
+    }
+
 
 def record_to_json(record: BaseModel) -> dict[str, Any]:
-    return record.model_dump(mode="json")
+    """The record as a JSON object; later optional fields the writer did not set are left out."""
+    later: frozenset[str] = getattr(record, "LATER_FIELDS", frozenset())
+    return record.model_dump(mode="json", exclude=set(later - record.model_fields_set) or None)
