@@ -272,7 +272,7 @@ def test_bad_input_names_the_field() -> None:
 def test_exception_inside_a_hook_is_counted_and_warned_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import monitor.live.monitor as live
+    import monitor.live.capture as live
 
     def broken(*_: Any) -> Any:
         raise RuntimeError("boom")
@@ -392,3 +392,13 @@ def test_hfu_counts_recomputation_from_the_flops_model() -> None:
     assert snap.hardware_flops_per_token == pytest.approx(expected.hardware)
     assert snap.mfu is not None and snap.hfu is not None
     assert snap.hfu / snap.mfu == pytest.approx(expected.hardware / expected.training)
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"), [("/nonexistent/config.json", "no such file"), ("llama-9", "unknown preset")]
+)
+def test_a_bad_spec_names_spec_not_a_cli_flag(spec: str, problem: str) -> None:
+    with pytest.raises(InputError) as err:
+        MFUMonitor(spec=spec, handle_sigterm=False)
+    assert err.value.field == "spec" and problem in err.value.problem
+    assert "--" not in str(err.value)  # no CLI flag in an API error

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from monitor.export.sinks import Sink
 from monitor.figures.attribution import verdict
 from monitor.figures.snapshot import Snapshot
 
@@ -109,3 +110,15 @@ class LiveView:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+class TerminalSink(Sink):
+    """The live terminal view as a sink: it refreshes itself from snapshots; closing the run stops it."""
+
+    name = "terminal view"
+
+    def __init__(self, view: LiveView) -> None:
+        self.view = view
+
+    def close(self, final: Snapshot, reason: str) -> None:
+        self.view.stop()

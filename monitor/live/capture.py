@@ -1,0 +1,281 @@
+"""Capture: the hooks and ``mon.step`` — timestamps and token counts on the training thread, nothing else.
+
+The per-step path (a forward pre-hook and an optimizer step post-hook) only reads tensor shapes, takes a host
+timestamp or records a CUDA event, and appends one plain tuple (laid out as ``figures/steps.py`` names it) to
+``pending``. Everything else happens at log ticks, which this unit only schedules: every ``log_every`` steps
+(the same steps on every rank, so collectives line up) and, on one process, every ``tick_seconds``.
+Every hook body is guarded: an error is handed to ``on_error`` and training goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from monitor.errors import InputError
+from monitor.live.distributed import initialized as dist_initialized
+from monitor.live.timing import HostTimer, TimerBackend
+from monitor.live.tokens import DeferredCount, tokens_in
+
+_MAX_PENDING = 1000  # steps waiting for a log tick on one process before one is forced
+_grad_enabled = torch.is_grad_enabled
+_perf = time.perf_counter
+
+
+class StepCapture:
+    """Counts tokens per forward and closes a step at each optimizer step (or ``step()`` by hand).
+
+    ``pending`` receives the closed steps; ``on_tick(reduce)`` is called when a log tick is due (``reduce``:
+    an all-reduce across ranks belongs to it); ``on_error(where, exc)`` gets every error of a hook.
+    ``seq_len_hint()`` gives the last known sequence length, for ``step(tokens=n)`` without ``seq_len``.
+    """
+
+    def __init__(
+        self,
+        *,
+        timer: TimerBackend,
+        first_step: int,
+        log_every: int,
+        tick_seconds: float,
+        seq_len_override: int | None,
+        on_tick: Callable[[bool], None],
+        on_error: Callable[[str, BaseException], None],
+        on_seq_len: Callable[[int], None],
+        seq_len_hint: Callable[[], int | None],
+    ) -> None:
+        self.timer = timer
+        self.host_timer = isinstance(timer, HostTimer)
+        self.perf0 = _perf()
+        self.wall0 = time.time()
+        self.start_marker = self.perf0 if self.host_timer else timer.mark()
+        self.paused = False  # while True (the FLOPs model measuring the model), the forward hooks return
+        self.closed = False
+        self.log_every = log_every
+        self.tick_seconds = tick_seconds
+        self.seq_len_override = seq_len_override
+        self.on_tick = on_tick
+        self.on_error = on_error
+        self.on_seq_len = on_seq_len
+        self.seq_len_hint = seq_len_hint
+        self.pending: deque[tuple[Any, ...]] = deque()
+        self.next_index = first_step  # the next step's index (a resumed run continues its numbering)
+        self.countdown = log_every - first_step % log_every  # steps to the next multiple of log_every
+        self.next_tick = self.perf0 + tick_seconds
+        # The step under way.
+        self.prev_marker: Any = None
+        self.prev_end_perf: float | None = None
+        self.fwd_perf: float | None = None
+        self.bwd_perf: float | None = None  # start of the step's last backward (host timer only)
+        self.tok = 0  # tokens of this step at sequence length self.seq
+        self.seq: int | None = None
+        self.other: dict[int, int] | None = None  # micro-batches of other lengths (rare)
+        self.masks: list[DeferredCount] | None = None
+        self.next_real: int | None = None  # real tokens given to step() by hand
+
+    # --- hooks ---
+    def forward_pre_hook(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Forward pre-hook: shapes only (tokens, sequence length), a mask kept for later, a timestamp.
+
+        Kept lean (benchmarks/overhead.py): the common call (``input_ids=`` on the step's first forward, no
+        mask) reads two shape facts and sets four attributes; the rest goes to ``_count_other_forward``."""
+        if self.paused or not _grad_enabled():  # evaluation (no_grad) is not training throughput
+            return None
+        try:
+            if self.fwd_perf is None:
+                self.fwd_perf = now = _perf()
+                if self.prev_marker is None:  # the very first step starts at its first forward
+                    self.prev_marker = now if self.host_timer else self.timer.mark()
+            ids = kwargs.get("input_ids")
+            if ids is None or self.tok or "attention_mask" in kwargs:
+                self._count_other_forward(ids, args, kwargs)
+                return None
+            shape = ids.shape
+            self.tok = ids.numel()
+            self.seq = shape[-1] if shape else 1
+        except Exception as exc:
+            self.on_error("forward hook", exc)
+        return None
+
+    def _count_other_forward(self, ids: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """The forward pre-hook's other cases: no ``input_ids`` (embeddings, a positional tensor), a further
+        micro-batch of the step (gradient accumulation, maybe of another length), an attention mask."""
+        if ids is not None:
+            shape = ids.shape
+            n, s = ids.numel(), (shape[-1] if shape else 1)
+        else:
+            counted = tokens_in(args, kwargs)
+            if counted is None:
+                return
+            n, s = counted
+        if self.tok and s != self.seq:  # a micro-batch of another length in the same step
+            other = self.other if self.other is not None else {}
+            other[s] = other.get(s, 0) + n
+            self.other = other
+        else:
+            self.seq = s
+            self.tok += n
+        mask = kwargs.get("attention_mask")
+        if mask is not None and mask.dim() == 2 and mask.numel() == n:
+            if self.masks is None:
+                self.masks = []
+            self.masks.append(DeferredCount(mask))
+
+    def forward_post_hook(self, module: Any, args: Any, output: Any) -> None:
+        """Forward post-hook: a hook on the output's gradient marks when this forward's backward starts."""
+        if not _grad_enabled() or self.paused:
+            return None
+        try:
+            tensor = _grad_output(output)
+            if tensor is not None:
+                tensor.register_hook(self._backward_started)
+        except Exception as exc:
+            self.on_error("forward post-hook", exc)
+        return None
+
+    def _backward_started(self, grad: Any) -> None:
+        self.bwd_perf = _perf()
+        return None
+
+    def optimizer_step_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        """Optimizer step post-hook: closes the step (all micro-batches since the last one).
+
+        The hot path, kept inline: one clock read (or event record), one tuple appended, counters reset."""
+        try:
+            now = _perf()
+            if self.closed:
+                return
+            prev = self.prev_marker
+            if prev is None:
+                prev = self.start_marker
+            n = self.next_index
+            marker = now if self.host_timer else self.timer.mark()
+            self.pending.append(
+                (
+                    n,
+                    prev,
+                    marker,
+                    now,
+                    self.prev_end_perf,
+                    self.fwd_perf,
+                    self.tok,
+                    self.seq,
+                    self.other,
+                    self.masks,
+                    self.next_real,
+                    self.bwd_perf,
+                )
+            )  # fmt: skip  (the field order of figures/steps.py)
+            self.prev_marker = marker
+            self.prev_end_perf = now
+            self.fwd_perf = self.bwd_perf = self.other = self.masks = None
+            self.tok = 0
+            self.next_index = n + 1
+            # One countdown to the next multiple of log_every and one clock comparison, instead of a modulo.
+            c = self.countdown - 1
+            if c and now < self.next_tick:
+                self.countdown = c
+                return
+            if c:  # a tick by time between multiples of log_every
+                self.countdown = c
+                self._tick(False)
+                return
+            self.countdown = self.log_every
+            # Same steps on every rank: the all-reduce lines up. On one process, a tick is due only by time
+            # or when many steps wait (batches amortise a tick's fixed cost).
+            if dist_initialized():
+                self._tick(True)
+            elif now >= self.next_tick or len(self.pending) >= _MAX_PENDING:
+                self._tick(False)
+        except Exception as exc:
+            self.on_error("optimizer hook", exc)
+
+    def _tick(self, reduce: bool) -> None:
+        self.next_tick = _perf() + self.tick_seconds
+        self.on_tick(reduce)
+
+    # --- by hand ---
+    def step(
+        self, tokens: int | None = None, *, real_tokens: int | None = None, seq_len: int | None = None
+    ) -> None:
+        """Close a step by hand (see ``MFUMonitor.step``)."""
+        if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0):
+            raise InputError(
+                "tokens", f"must be a non-negative integer, got {tokens!r}", "pass mon.step(tokens=n)"
+            )
+        try:
+            if tokens is not None:
+                s = seq_len or self.seq_len_override or self.seq_len_hint() or 1
+                self.tok, self.seq, self.other, self.masks = tokens, s, None, None
+                if seq_len:
+                    self.on_seq_len(seq_len)  # a run_start written later carries it
+            self.next_real = real_tokens
+            self.optimizer_step_hook(None, None, None)
+            self.next_real = None
+        except Exception as exc:
+            self.on_error("step()", exc)
+
+    def resume(self) -> None:
+        """The next step's clock starts now (see ``MFUMonitor.resume``); nothing while a step is under way."""
+        try:
+            if self.closed or self.fwd_perf is not None or self.tok or self.prev_marker is None:
+                return  # mid-step, or before the first step (which starts at its first forward anyway)
+            now = _perf()
+            self.prev_marker = now if self.host_timer else self.timer.mark()
+            self.prev_end_perf = now
+        except Exception as exc:
+            self.on_error("resume()", exc)
+
+    # --- copies of a monitored model ---
+    def __deepcopy__(self, memo: dict[int, Any]) -> StepCapture:
+        """``copy.deepcopy(model)`` (an EMA or teacher copy) copies the model's hooks, bound to a copy of this
+        capture: that copy is inert — its hooks return at once — so the copy's steps are not counted as this
+        run's, and copying does not fail on the monitor's lock, server or files."""
+        return inert_capture()
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        """Pickling a monitored model (``torch.save(model)``) stores inert hooks, as ``__deepcopy__``."""
+        return inert_capture, ()
+
+
+def inert_capture() -> StepCapture:
+    """A capture whose hooks do nothing: what copies of a monitored model's hooks are bound to."""
+    cap = StepCapture.__new__(StepCapture)
+    cap.paused = True  # the forward hooks return at once
+    cap.closed = True  # so does the step hook (and step())
+    cap.bwd_perf = None
+    cap.fwd_perf = None
+    cap.tok = 0
+    cap.prev_marker = None
+    cap.seq_len_override = None
+    cap.next_real = None
+    cap.seq_len_hint = lambda: None
+    cap.on_seq_len = lambda n: None
+    cap.on_error = lambda where, exc: None
+    return cap
+
+
+def _grad_output(output: Any) -> Any:
+    """The tensor of a forward's output whose gradient arrives first in backward: the loss of a mapping (a
+    Hugging Face ModelOutput), else its logits, else the first tensor; None if none is a graph output (a
+    tensor with a ``grad_fn``: a fresh one each forward, so its hook goes with it)."""
+    if isinstance(output, torch.Tensor):
+        # a leaf (a model returning a parameter) would keep every hook ever registered: only graph outputs
+        return output if output.grad_fn is not None else None
+    if isinstance(output, dict):
+        for key in ("loss", "logits"):
+            value = output.get(key)
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                return value
+        values: Any = output.values()
+    elif isinstance(output, (tuple, list)):
+        values = output
+    else:
+        return None
+    for value in values:
+        if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+            return value
+    return None
