@@ -3,7 +3,7 @@
     python benchmarks/overhead.py            # about 1-2 minutes on a 2-core machine
     python benchmarks/overhead.py --quick    # a smoke run (seconds)
 
-Method (../shared/BENCHMARKING.md): every variant owns its own model and optimizer; each round runs every
+Method: every variant owns its own model and optimizer; each round runs every
 variant for ``--free-steps`` (or ``--real-steps``) steps in a shuffled order; a variant's figure in a round is
 its mean step time; the overhead is the median over rounds of (variant - bare) in the same round, so drift and
 one slow round cancel.

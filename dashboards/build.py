@@ -36,7 +36,7 @@ from grafana_foundation_sdk.models import dashboard as dashboard_model
 
 OUT_DIR = Path(__file__).resolve().parent / "grafana"
 GPU_MARK = "Needs GPU telemetry (NVML)."
-MFU_ALERT_THRESHOLD = 0.25  # TrainingMFULow (CONTRACTS.md)
+MFU_ALERT_THRESHOLD = 0.25  # TrainingMFULow: run MFU below 0.25 for 10 minutes
 
 DATASOURCE = dashboard_model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 RUN = 'job=~"$job", run=~"$run"'

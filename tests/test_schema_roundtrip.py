@@ -1,6 +1,6 @@
 """One run-log schema: a real run (a tiny model trained on CPU) writes its log, and every line of it reads
-back through ``monitor.schema`` with every declared field present — the writer writes nothing the schema does not
-declare, and declares nothing it does not write."""
+back through ``monitor.schema`` with every declared field present — the writer writes nothing the schema
+does not declare, and declares nothing it does not write."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prometheus export (../shared/CONTRACTS.md, "Prometheus metrics"): a custom collector run at scrape time.
+"""Prometheus export (``training_*`` metrics, labels ``run``/``rank``): a collector run at scrape time.
 
 The collector reads a ``Snapshot`` (and NVML telemetry through ``GpuBackend``) when Prometheus scrapes;
 nothing is computed or read per training step. Gauges whose value is unknown are left out rather than

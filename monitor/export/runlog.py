@@ -1,4 +1,4 @@
-"""The JSONL run log (../shared/CONTRACTS.md, "Run log"): append-only, one record a line, flushed at
+"""The JSONL run log (records declared in ``monitor/schema.py``): append-only, one record a line, flushed at
 intervals.
 
 Records are the pydantic models of ``monitor.schema``. The writer never raises into training: a path it cannot

@@ -19,7 +19,7 @@ class WorldFigures:
     tokens_per_second: float | None  # sum of ranks' windowed rates
     model_flops_per_second: float | None  # sum of ranks' windowed model FLOP rates
     peak_flops_per_second: float | None  # sum of ranks' peaks; None if any rank's peak is unknown
-    mfu: float | None  # sum of model FLOP rates / sum of peaks (the CONTRACTS alert's run MFU)
+    mfu: float | None  # sum of model FLOP rates / sum of peaks (the run MFU the TrainingMFULow alert watches)
     max_step_seconds: float | None  # the slowest rank's windowed mean step time
     # windowed mean pre-backward time (first forward -> last backward start): the slowest rank's, the mean
     max_pre_backward_seconds: float | None = None

@@ -12,7 +12,7 @@ Forward FLOPs per token:
   the keys each query is charged for. Default (``causal=False``): K = S, the full S×S matrix that eager
   attention computes and that PaLM's 6N + 12·L·H·Q·T counts. ``causal=True``: K = the tokens each query
   actually attends, averaged over the sequence, with the diagonal (each query's own key) counted as half, so
-  that a causal mask costs exactly half of S×S (CONTRACTS: ``--causal`` halves the score terms):
+  that a causal mask costs exactly half of S×S (the convention: ``--causal`` halves the score terms):
   S/2 without a window, mean(min(i, W)) - 1/2 for i = 1..S with a sliding window W. (The mask itself holds
   (S+1)/2 keys per query; the half-diagonal convention differs from it by 1/(S+1) of the score terms.)
 
@@ -85,7 +85,7 @@ def attended_keys(seq_len: int, window: int | None, causal: bool) -> float:
 
     Full attention: S (or min(S, W) with a window). Causal: query i (1-based) attends min(i, W) keys, its own
     among them; counting that diagonal key as half gives S/2 without a window (exactly half of S×S, as
-    CONTRACTS' ``--causal`` prescribes) and (W(W+1)/2 + (S-W)·W) / S - 1/2 with one (W < S).
+    the ``--causal`` convention prescribes) and (W(W+1)/2 + (S-W)·W) / S - 1/2 with one (W < S).
     """
     s = seq_len
     if not causal:
