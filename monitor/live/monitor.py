@@ -29,7 +29,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -53,10 +52,11 @@ from monitor.live.clock import SmClock
 from monitor.live.distributed import MAX_FIELDS, SUM_FIELDS, Reducer, rank_place
 from monitor.live.distributed import initialized as dist_initialized
 from monitor.live.flops import FlopsPerToken
-from monitor.live.options import check_inputs, default_run_id
+from monitor.live.options import CHECKED, check_inputs, default_run_id
 from monitor.live.resolver import StepResolver
 from monitor.live.setup import resolve_run_setup
-from monitor.live.snapshots import RunLabels, build_snapshot
+from monitor.live.signals import SigtermHandler
+from monitor.live.snapshots import RunLabels, build_snapshot, run_start_record
 from monitor.live.timing import TimerBackend
 from monitor.schema import RunStart
 
@@ -131,26 +131,7 @@ class MFUMonitor:
         world_size: int | None = None,
         first_step: int = 0,
     ) -> None:
-        check_inputs(
-            flops_per_token=flops_per_token,
-            seq_len=seq_len,
-            peak_flops=peak_flops,
-            port=port,
-            alert_below=alert_below,
-            alert_after=alert_after,
-            on_alert=on_alert,
-            warmup_steps=warmup_steps,
-            window_steps=window_steps,
-            window_seconds=window_seconds,
-            log_every=log_every,
-            tick_seconds=tick_seconds,
-            token_budget=token_budget,
-            model=model,
-            optimizer=optimizer,
-            rank=rank,
-            world_size=world_size,
-            first_step=first_step,
-        )
+        check_inputs(**{name: value for name, value in locals().items() if name in CHECKED})
         self._closed = False
         self._train_thread = threading.get_ident()  # re-read at each log tick: the thread that trains
         self._errors = 0
@@ -279,10 +260,9 @@ class MFUMonitor:
         self._view: Any = None
         if live:
             self.start_view()
-        self._sigterm_prev: Any = None
-        self._sigterm_installed = False
+        self._sigterm = SigtermHandler(lambda reason: self.close(reason=reason))
         if handle_sigterm:
-            self._install_sigterm()
+            self._sigterm.install()
         atexit.register(self._atexit)
 
     # --- the training loop's calls ---
@@ -380,20 +360,7 @@ class MFUMonitor:
             return build_snapshot(
                 self._resolver,
                 self._flops,
-                RunLabels(
-                    run=self.run,
-                    rank=self.rank,
-                    local_rank=self.local_rank,
-                    world_size=self.world_size,
-                    device=self.device_name,
-                    dtype=self.dtype,
-                    model=self.model_name,
-                    params=self.params,
-                    peak_flops_per_second=self.peak_flops,
-                    peak_source=self.peak_source,
-                    warmup_steps=self._warmup_steps,
-                    token_budget=self._token_budget,
-                ),
+                self._labels(),
                 now=time.time(),
                 wall0=self._capture.wall0,
                 wall_offset=self._wall_offset,
@@ -430,27 +397,26 @@ class MFUMonitor:
             return self._resolver.last_seq_len or 0
         return None
 
-    def _run_start(self) -> RunStart:
-        seq = self._seq_len_override or self._resolver.last_seq_len
-        fpt = self._flops(seq) if seq else (self._flops(1) if self._flops.fixed else None)
-        return RunStart(
-            time=self._capture.wall0,
+    def _labels(self) -> RunLabels:
+        return RunLabels(
             run=self.run,
             rank=self.rank,
+            local_rank=self.local_rank,
             world_size=self.world_size,
-            model=self.model_name,
-            params=self.params,
-            flops_per_token=fpt[0] if fpt else None,
-            peak_flops_per_second=self.peak_flops,
             device=self.device_name,
             dtype=self.dtype,
-            seq_len=seq or None,
+            model=self.model_name,
+            params=self.params,
+            peak_flops_per_second=self.peak_flops,
             peak_source=self.peak_source,
-            flops_method=self._flops.method,
-            hardware_flops_per_token=fpt[1] if fpt else None,
             warmup_steps=self._warmup_steps,
-            local_rank=self.local_rank,
-            timer=self.setup.timer.name,
+            token_budget=self._token_budget,
+        )
+
+    def _run_start(self) -> RunStart:
+        seq = self._seq_len_override or self._resolver.last_seq_len
+        return run_start_record(
+            self._flops, self._labels(), seq_len=seq, time=self._capture.wall0, timer=self.setup.timer.name
         )
 
     def _warn_suspect(self, mfu: float) -> None:
@@ -520,42 +486,13 @@ class MFUMonitor:
         snap = self.snapshot()
         self._sinks.on_steps(self._step_batch(self._resolver.take_unlogged()))
         self._sinks.close(snap, reason)
-        self._restore_sigterm()
+        self._sigterm.restore()
         atexit.unregister(self._atexit)
         return snap
 
     def _atexit(self) -> None:
         if not self._closed:
             self.close(reason="exit")
-
-    def _install_sigterm(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        try:
-            self._sigterm_prev = signal.getsignal(signal.SIGTERM)
-            signal.signal(signal.SIGTERM, self._on_sigterm)
-            self._sigterm_installed = True
-        except (ValueError, OSError):
-            self._sigterm_installed = False
-
-    def _restore_sigterm(self) -> None:
-        if not self._sigterm_installed:
-            return
-        try:
-            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
-                signal.signal(signal.SIGTERM, self._sigterm_prev)
-        except (ValueError, OSError):
-            pass
-        self._sigterm_installed = False
-
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        prev = self._sigterm_prev
-        self.close(reason="sigterm")
-        if callable(prev):
-            prev(signum, frame)
-        elif prev == signal.SIG_DFL or prev is None:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _inert_monitor() -> MFUMonitor:

@@ -13,6 +13,13 @@ import torch
 
 from monitor.errors import InputError
 
+# The options check_inputs looks at (MFUMonitor passes these of its arguments).
+CHECKED = (
+    "flops_per_token", "seq_len", "peak_flops", "port", "alert_below", "alert_after", "on_alert",
+    "warmup_steps", "window_steps", "window_seconds", "log_every", "tick_seconds", "token_budget", "model",
+    "optimizer", "rank", "world_size", "first_step",
+)  # fmt: skip
+
 
 def check_inputs(**kw: Any) -> None:
     def positive(name: str, value: Any, fix: str, *, allow_zero: bool = False) -> None:

@@ -1,5 +1,6 @@
-"""A ``Snapshot`` of the run now: the resolver's totals and recent steps, windowed (``figures/window.py``),
-split into MFU-loss causes (``figures/world.py``) and labelled with what the run setup knows."""
+"""A ``Snapshot`` of the run now (and the run log's ``run_start``): the resolver's totals and recent steps,
+windowed (``figures/window.py``), split into MFU-loss causes (``figures/world.py``) and labelled with what the
+run setup knows."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from monitor.figures.window import STEP_BUCKETS, eta_seconds, rates, select_wind
 from monitor.figures.world import window_mfu_loss
 from monitor.live.flops import FlopsPerToken
 from monitor.live.resolver import StepResolver
+from monitor.schema import RunStart
 
 
 @dataclass(frozen=True)
@@ -120,4 +122,31 @@ def build_snapshot(
         step_duration_count=r_.resolved,
         mfu_loss=loss,
         sm_clock_ratio=clock_ratio,
+    )
+
+
+def run_start_record(
+    flops: FlopsPerToken, labels: RunLabels, *, seq_len: int | None, time: float, timer: str
+) -> RunStart:
+    """The run log's ``run_start``: the run's labels and its FLOPs per token at ``seq_len`` (at length 1 for a
+    given number, which does not depend on the length)."""
+    fpt = flops(seq_len) if seq_len else (flops(1) if flops.fixed else None)
+    return RunStart(
+        time=time,
+        run=labels.run,
+        rank=labels.rank,
+        world_size=labels.world_size,
+        model=labels.model,
+        params=labels.params,
+        flops_per_token=fpt[0] if fpt else None,
+        peak_flops_per_second=labels.peak_flops_per_second,
+        device=labels.device,
+        dtype=labels.dtype,
+        seq_len=seq_len or None,
+        peak_source=labels.peak_source,
+        flops_method=flops.method,
+        hardware_flops_per_token=fpt[1] if fpt else None,
+        warmup_steps=labels.warmup_steps,
+        local_rank=labels.local_rank,
+        timer=timer,
     )
