@@ -39,9 +39,5 @@ _E2E_TESTS = {
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         name = getattr(item, "originalname", None) or item.name
-        if (
-            item.get_closest_marker("slow") is not None
-            or item.path.name in _E2E_FILES
-            or name in _E2E_TESTS
-        ):
+        if item.get_closest_marker("slow") is not None or item.path.name in _E2E_FILES or name in _E2E_TESTS:
             item.add_marker(pytest.mark.e2e)
