@@ -1,5 +1,6 @@
-"""Packed rows: model FLOPs per document (Σ Lᵢ²), checked against FlopCounterMode on the documents run one by one
-(transformers' tiny models, eager attention), and what transformers does with ``position_ids`` restarting at 0."""
+"""Packed rows: model FLOPs per document (Σ Lᵢ²), checked against FlopCounterMode on the documents run one
+by one (transformers' tiny models, eager attention), and what transformers does with ``position_ids``
+restarting at 0."""
 
 from __future__ import annotations
 

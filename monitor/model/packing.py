@@ -26,6 +26,7 @@ prices any step by arithmetic: cheap enough for a log tick.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+
 from pydantic import BaseModel, ConfigDict
 
 from monitor.errors import InputError
@@ -55,7 +56,7 @@ class PackedFlopsModel:
     """Prices steps made of documents of given lengths for one model and one set of FLOPs conventions.
 
     ``flops(L) = base + Σ_w slope_w × attended_keys(L, w, causal)`` per token, with one slope per distinct
-    per-layer window ``w`` (``None`` = no window): exact, because the graph walk is linear in each layer's keys.
+    per-layer window ``w`` (``None`` = no window): exact, as the graph walk is linear in each layer's keys.
     """
 
     def __init__(
@@ -133,7 +134,7 @@ def packed_step_flops(
 def flatten_lengths(
     documents: Sequence[int] | Sequence[Sequence[int]], field: str = "documents"
 ) -> list[int]:
-    """Document lengths as one flat list of positive ints (one list per row is accepted); InputError otherwise."""
+    """Document lengths as one flat list of positive ints (one list per row accepted); InputError otherwise."""
     out: list[int] = []
     for item in documents:
         items = item if isinstance(item, (list, tuple)) else (item,)
