@@ -134,7 +134,7 @@ def packed_step_flops(
 def flatten_lengths(
     documents: Sequence[int] | Sequence[Sequence[int]], field: str = "documents"
 ) -> list[int]:
-    """Document lengths as one flat list of positive ints (one list per row accepted); InputError otherwise."""
+    """Document lengths as one flat list of positive ints (or one list per row); InputError otherwise."""
     out: list[int] = []
     for item in documents:
         items = item if isinstance(item, (list, tuple)) else (item,)
