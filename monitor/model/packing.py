@@ -78,16 +78,11 @@ class PackedFlopsModel:
         ]
         # Base: every layer charged zero keys. Slope of a window group: one key on that group's layers.
         base = count_flops(spec, lambda layer: 0.0, mode, trainable, adapter_ranks)
-        self._base = base[:3]
+        self._base = (base[0], base[1], base[2])
         self._slopes: dict[int | None, tuple[float, float, float]] = {}
         for w in dict.fromkeys(self._windows):
-            ones = count_flops(
-                spec,
-                lambda layer, w=w: 1.0 if self._windows[layer] == w else 0.0,
-                mode,
-                trainable,
-                adapter_ranks,
-            )
+            unit = [1.0 if lw == w else 0.0 for lw in self._windows]
+            ones = count_flops(spec, unit.__getitem__, mode, trainable, adapter_ranks)
             self._slopes[w] = (ones[0] - base[0], ones[1] - base[1], ones[2] - base[2])
 
     def per_token(self, length: int) -> tuple[float, float, float]:
