@@ -88,6 +88,7 @@ def _train(mode: str, fullgraph: bool, backend: str, capture: bool) -> tuple[lis
     return steps, sum(counters["graph_break"].values()), messages
 
 
+@pytest.mark.slow  # two inductor compiles of forward and backward: minutes on a busy 2-core machine
 def test_compile_after_capture_fullgraph_inductor() -> None:
     baseline = _train("compile_after", True, "inductor", capture=False)
     steps, breaks, messages = _train("compile_after", True, "inductor", capture=True)
