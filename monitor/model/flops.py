@@ -278,11 +278,50 @@ def flops_per_token(
         )
     mode = _normalize_recompute(recompute)
     windowed = causal if sliding_window is None else sliding_window
+    patterns, trainable, adapters = _training_setup(spec, frozen, adapters)
+
+    def keys(layer: int) -> float:
+        return attended_keys(seq_len, spec.window(layer) if windowed else None, causal)
+
+    forward, training, hardware, breakdown = count_flops(spec, keys, mode, trainable, adapters)
+    return FlopsPerToken(
+        forward=forward,
+        training=training,
+        hardware=hardware,
+        breakdown=breakdown,
+        seq_len=seq_len,
+        causal=causal,
+        sliding_window=bool(windowed and spec.layer_windows and any(w for w in spec.layer_windows)),
+        recompute=mode,
+        frozen=patterns,
+    )
+
+
+def _training_setup(
+    spec: ModelSpec, frozen: Iterable[str] | None, adapters: Mapping[str, int] | None
+) -> tuple[tuple[str, ...], Callable[[str], bool], dict[str, int]]:
+    """Checked ``frozen`` patterns, the trainable-name predicate and the adapters of a FLOPs count."""
     names = set(param_sizes(spec))
     patterns, trainable = _frozen_predicate(names, frozen)
     unknown = sorted(set(adapters or {}) - names)
     if unknown:
         raise InputError("adapters", f"no weight group named {unknown[0]!r}", "use names like 'layers.0.q'")
+    return patterns, trainable, dict(adapters or {})
+
+
+def count_flops(
+    spec: ModelSpec,
+    keys: Callable[[int], float],
+    recompute: Recompute,
+    trainable: Callable[[str], bool],
+    adapters: Mapping[str, int] | None = None,
+) -> tuple[float, float, float, dict[str, float]]:
+    """(forward, training, hardware, forward breakdown) FLOPs per token, with ``keys(layer)`` the keys each
+    query of that layer is charged for. Every count is linear in each layer's keys (scores and values are
+    products whose cost, forward, backward and recomputed, is proportional to them); the packed-row model
+    (:mod:`monitor.model.packing`) relies on that."""
+    mode = recompute
+    names = set(param_sizes(spec))
     g = _Graph(trainable, names, adapters)
     h, v = spec.hidden_size, spec.vocab_size
     g.leaf("x", "embedding")
@@ -293,10 +332,9 @@ def flops_per_token(
     for layer in range(spec.num_layers):
         p = f"layers.{layer}."
         before = dict(g.forward)
-        window = spec.window(layer) if windowed else None
-        keys = attended_keys(seq_len, window, causal)
+        a_keys = keys(layer)
         g.elementwise("a_in", ["x"], p + "attn_norm")
-        a = _attention(g, spec, p, "a_in", keys)
+        a = _attention(g, spec, p, "a_in", a_keys)
         g.elementwise(a, [a], p + "attn_out_norm")
         if spec.parallel_residual:
             g.elementwise("m_in", ["x"], p + "mlp_norm")
@@ -314,22 +352,11 @@ def flops_per_token(
                 recomputed += g.forward["attention_scores"] - before["attention_scores"]
     g.elementwise("x", ["x"], "final_norm")
     g.matmul("logits", "x", "embedding" if spec.tie_word_embeddings else "lm_head", h, v, "lm_head")
-
     forward = sum(g.forward.values())
     training = forward + g.backward
     core = ("attention_proj", "attention_scores", "mlp", "lm_head")
     breakdown = {k: val for k, val in g.forward.items() if val or k in core}
-    return FlopsPerToken(
-        forward=forward,
-        training=training,
-        hardware=training + recomputed,
-        breakdown=breakdown,
-        seq_len=seq_len,
-        causal=causal,
-        sliding_window=bool(windowed and spec.layer_windows and any(w for w in spec.layer_windows)),
-        recompute=mode,
-        frozen=patterns,
-    )
+    return forward, training, training + recomputed, breakdown
 
 
 # Hugging Face parameter names -> canonical names
