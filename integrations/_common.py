@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from monitor.errors import InputError
+from monitor.figures.loggers import logger_figures
 
 if TYPE_CHECKING:  # pragma: no cover
     from monitor.figures.snapshot import Snapshot
@@ -239,6 +240,18 @@ class MonitorHolder:
     def _resume(self) -> None:
         if self._open and self.monitor is not None:
             self.monitor.resume()
+
+    def figures(self) -> dict[str, float]:
+        """The figures for the trainer's loggers (``monitor.figures.loggers``: MFU, HFU, tokens/s, model
+        TFLOP/s; unknown ones absent); empty while no monitor is open. Never raises: an error is the
+        monitor's, counted and reported once, and the trainer logs without the figures."""
+        if not self._open or self.monitor is None:
+            return {}
+        try:
+            return logger_figures(self.monitor.snapshot())
+        except Exception as exc:
+            self.monitor._error("trainer logger figures", exc)
+            return {}
 
     def close(self, reason: str = "closed") -> Snapshot | None:
         """Close the monitor (run log ``run_end``, hooks removed, server stopped); the final snapshot."""

@@ -19,6 +19,12 @@ optimizer step, also under manual optimization. A training step rarely calls the
 (``on_validation_end``) and checkpoint building (``on_save_checkpoint``) call ``monitor.resume()`` so that
 they do not count into the next step's time.
 
+Every ``log_every_n_steps`` optimizer steps the monitor's figures go to the trainer's loggers
+(``trainer.loggers``: CSV, TensorBoard, W&B, MLflow, ...) with the names Lightning's ``ThroughputMonitor``
+uses: ``train/device/mfu``, ``train/device/hfu``, ``train/device/tokens_per_sec``,
+``train/device/model_tflops_per_sec``, and for the whole run ``train/mfu``, ``train/tokens_per_sec``
+(unknown ones left out).
+
 Works with ``lightning.pytorch`` (preferred) or, when only that is installed, ``pytorch_lightning``; with both
 installed, ``PLMFUCallback`` is the same callback for ``pytorch_lightning.Trainer``.
 """
@@ -41,6 +47,7 @@ from integrations._common import (
     find_hf_config,
     lightning_precision_dtype,
 )
+from monitor.figures.loggers import lightning_names
 
 __all__ = ["MFUCallback"]
 
@@ -120,6 +127,18 @@ class _MFUCallbackLogic(MonitorHolder):
         else:
             mon.step()  # no batch of this step could be read: the forward hook's count, if any
         acc.reset()
+        every = getattr(trainer, "log_every_n_steps", 0) or 0
+        if every and step % every == 0:
+            self._log_figures(trainer, step)
+
+    def _log_figures(self, trainer: Any, step: int) -> None:
+        """The figures to every logger of the trainer (loggers write on rank zero only)."""
+        loggers = getattr(trainer, "loggers", None) or []
+        figures = lightning_names(self.figures()) if loggers else {}
+        if not figures:
+            return
+        for logger in loggers:
+            logger.log_metrics(figures, step=step)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         """Validation ran between steps: the next step's clock starts now (not counted as training)."""

@@ -244,3 +244,47 @@ def test_gradient_checkpointing_counts_recompute_in_hfu_only(tmp_path: Path) -> 
     assert snap.flops_per_token == pytest.approx(plain, rel=1e-9)
     assert plain < checkpointed <= snap.hardware_flops_per_token <= upper
     assert snap.hfu is not None and snap.mfu is not None and snap.hfu > snap.mfu
+
+
+class LogRecorder(TrainerCallback):
+    """Stands where the ``report_to`` integrations stand (before the user's callbacks) and keeps what its
+    ``on_log`` receives, as W&B or TensorBoard would."""
+
+    def __init__(self) -> None:
+        self.logs: list[dict[str, Any]] = []
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        self.logs.append(dict(logs or {}))
+
+
+def test_figures_reach_the_trainers_loggers_and_log_history(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    cb = MFUTrainerCallback(peak_flops=PEAK, registry=CollectorRegistry(), warmup_steps=1, run="hf-logs")
+    recorder = LogRecorder()
+    args = _args(
+        tmp_path, logging_strategy="steps", logging_steps=2, eval_strategy="steps", eval_steps=2,
+        per_device_eval_batch_size=4,
+    )  # fmt: skip
+    trainer = Trainer(
+        model=tiny_llama(),
+        args=args,
+        train_dataset=Samples(),
+        eval_dataset=Samples(),
+        callbacks=[recorder, cb],
+    )
+    trainer.train()
+    train_logs = [logs for logs in recorder.logs if "loss" in logs]
+    assert [len(train_logs)] == [STEPS // 2]  # logging steps 2 and 4, each with the figures
+    fpt = cb.last_snapshot.flops_per_token
+    for logs in train_logs:
+        assert 0 < logs["mfu"] < 1 and logs["mfu"] == logs["device_mfu"]  # one process: the run is the device
+        assert logs["tokens_per_second"] == logs["device_tokens_per_second"] > 0
+        assert logs["device_model_tflops_per_second"] == pytest.approx(
+            logs["device_tokens_per_second"] * fpt / 1e12, rel=1e-9
+        )
+        assert logs["device_hfu"] == pytest.approx(logs["device_mfu"])  # no recomputation
+    assert not any("mfu" in logs for logs in recorder.logs if "eval_loss" in logs)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    assert [h["mfu"] for h in history] == [logs["mfu"] for logs in train_logs]
+    # the user's own order of callbacks is kept for every other event
+    assert trainer.callback_handler.callbacks.index(recorder) < trainer.callback_handler.callbacks.index(cb)

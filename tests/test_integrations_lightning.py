@@ -339,3 +339,24 @@ def test_validation_between_steps_counts_into_no_step(trained: dict[str, Any]) -
     steps = trained["log"]["step"]
     assert len(steps) == STEPS
     assert max(s["step_seconds"] for s in steps[1:]) < VAL_PAUSE
+
+
+def test_figures_reach_the_trainers_loggers(tmp_path: Path) -> None:
+    """Every log_every_n_steps optimizer steps, a real CSVLogger's metrics.csv receives MFU and tokens/s under
+    the names Lightning's ThroughputMonitor uses."""
+    import csv
+
+    torch.set_num_threads(1)
+    cb = MFUCallback(peak_flops=PEAK, registry=CollectorRegistry(), warmup_steps=1, run="pl-logs")
+    logger = L.loggers.CSVLogger(tmp_path, name="csv")
+    trainer = make_trainer([cb], logger=logger, log_every_n_steps=2)
+    trainer.fit(LlamaModule(), train_dataloaders=loader(llm_batches(STEPS * ACCUM)))
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/device/mfu")]
+    assert [int(r["step"]) for r in rows] == list(range(2, STEPS + 1, 2))
+    fpt = cb.last_snapshot.flops_per_token
+    for r in rows:
+        mfu, tokens_per_sec = float(r["train/device/mfu"]), float(r["train/device/tokens_per_sec"])
+        assert 0 < mfu < 1 and float(r["train/mfu"]) == mfu  # one process: the run is the device
+        assert float(r["train/tokens_per_sec"]) == tokens_per_sec > 0
+        assert float(r["train/device/model_tflops_per_sec"]) == pytest.approx(tokens_per_sec * fpt / 1e12)

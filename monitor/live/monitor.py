@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from monitor.export.alerts import AlertSink
+from monitor.export.figures_sink import FiguresSink
 from monitor.export.prometheus import MonitorCollector
 from monitor.export.runlog import RunLogWriter
 from monitor.export.runlog_sink import RunLogSink
@@ -79,6 +80,8 @@ class MFUMonitor:
       registry: a prometheus_client CollectorRegistry (default: a fresh one per monitor).
       log_path: the JSONL run log; file_sd_dir: write a Prometheus file_sd target per rank there.
       alert_below (0.25), alert_after (600 s), on_alert: in-process low-MFU alert.
+      on_figures: ``callback(figures, step)`` at each log tick, ``figures`` a dict of MFU, HFU, tokens/s and
+        model TFLOP/s (``figures/loggers.py``; unknown ones left out) — for TensorBoard or any tracker.
       warmup_steps (3), window_steps (20), window_seconds (60): the rate window.
       log_every (50): steps between log ticks under torchrun (run log, alert, all-reduce across ranks,
         the same steps on every rank); tick_seconds (2): on one process, a tick every 2 s (or 1000 steps).
@@ -111,6 +114,7 @@ class MFUMonitor:
         alert_below: float = 0.25,
         alert_after: float = 600.0,
         on_alert: Callable[[AlertEvent], Any] | None = None,
+        on_figures: Callable[[dict[str, float], int], Any] | None = None,
         run: str | None = None,
         warmup_steps: int = 3,
         window_steps: int = 20,
@@ -257,6 +261,8 @@ class MFUMonitor:
             if self._seq_len_for_start() is not None:
                 self._run_log.write_start()
         self._sinks.add(AlertSink(run=self.run, rank=self.rank, callback=on_alert, on_error=self._error))
+        if on_figures is not None:
+            self._sinks.add(FiguresSink(on_figures, self.snapshot))
         self._view: Any = None
         if live:
             self.start_view()

@@ -16,8 +16,8 @@ from monitor.errors import InputError
 # The options check_inputs looks at (MFUMonitor passes these of its arguments).
 CHECKED = (
     "flops_per_token", "seq_len", "peak_flops", "port", "alert_below", "alert_after", "on_alert",
-    "warmup_steps", "window_steps", "window_seconds", "log_every", "tick_seconds", "token_budget", "model",
-    "optimizer", "rank", "world_size", "first_step",
+    "on_figures", "warmup_steps", "window_steps", "window_seconds", "log_every", "tick_seconds",
+    "token_budget", "model", "optimizer", "rank", "world_size", "first_step",
 )  # fmt: skip
 
 
@@ -72,6 +72,9 @@ def check_inputs(**kw: Any) -> None:
         )
     if kw["on_alert"] is not None and not callable(kw["on_alert"]):
         raise InputError("on_alert", "must be callable", "pass a function taking one AlertEvent")
+    if kw["on_figures"] is not None and not callable(kw["on_figures"]):
+        fix = "pass a function taking (figures: dict, step: int)"
+        raise InputError("on_figures", "must be callable", fix)
     model = kw["model"]
     if model is not None and not isinstance(model, torch.nn.Module):
         raise InputError(
