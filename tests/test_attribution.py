@@ -354,6 +354,26 @@ def _logged_run(tmp_path: Path) -> tuple[Path, float]:
     return log, slept / (ends[-1] - ends[1])
 
 
+def test_the_monitors_own_tick_is_not_input_wait(tmp_path: Path) -> None:
+    """A log tick after every step that takes 30 ms (an on_figures callback that sleeps) and a loader that
+    waits for nothing: the tick's time is in the step, not in the input wait of the step after it."""
+    model = TinyLM()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    log = tmp_path / "run.jsonl"
+    mon = MFUMonitor(
+        model, opt, **_quiet(flops_per_token=100.0, peak_flops=1e9, log_path=log, tick_seconds=0.0,
+                             on_figures=lambda figures, step: time.sleep(0.03))
+    )  # fmt: skip
+    with mon:
+        for _ in range(8):
+            _train_step(model, opt, input_ids=torch.randint(0, V, (2, 8)))
+    steps = [r for r in map(json.loads, log.read_text().splitlines()) if r["event"] == "step"][1:]
+    assert all(s["step_seconds"] >= 0.03 for s in steps[1:])  # the sleeping tick of the step before
+    waits = sorted(s["input_wait_seconds"] for s in steps)
+    assert waits[len(waits) // 2] < 0.015  # the loop does nothing between steps: far below the 30 ms tick
+    assert mon.snapshot().mfu_loss.input_wait < 0.3  # the tick is most of each step: not an input wait
+
+
 def test_analyze_splits_a_logged_run(tmp_path: Path) -> None:
     from monitor.analysis.summary import AnalyzeOptions, analyze
 

@@ -75,6 +75,7 @@ class StepCapture:
         self.other: dict[int, int] | None = None  # micro-batches of other lengths (rare)
         self.masks: list[DeferredCount] | None = None
         self.next_real: int | None = None  # real tokens given to step() by hand
+        self.monitor_seconds = 0.0  # time the log ticks took on the training thread
 
     # --- hooks ---
     def forward_pre_hook(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -194,8 +195,17 @@ class StepCapture:
             self.on_error("optimizer hook", exc)
 
     def _tick(self, reduce: bool) -> None:
-        self.next_tick = _perf() + self.tick_seconds
+        """A log tick, run in the step hook right after the step closed. Its own time (resolving steps, the
+        sinks, the all-reduce) lies between this step's end and the next step's first forward, where input
+        wait is measured: it is the monitor's time, not the input pipeline's, so input wait starts after it
+        (the time stays in the next step's duration, where it was spent, and shows as unexplained)."""
+        start = _perf()
+        self.next_tick = start + self.tick_seconds
         self.on_tick(reduce)
+        done = _perf()
+        self.monitor_seconds += done - start
+        if self.prev_end_perf is not None and self.fwd_perf is None:
+            self.prev_end_perf = done
 
     # --- by hand ---
     def step(
