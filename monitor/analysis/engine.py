@@ -260,7 +260,7 @@ class LogStore:
         struct = (
             "{" + ", ".join(['"event": "VARCHAR"', *(f'"{f.name}": "{_sql_type(f)}"' for f in fields)]) + "}"
         )
-        paths = "[" + ", ".join(["'$.event'", *(_sql_str(f"$.{f.name}") for f in fields)]) + "]"
+        json_paths = "[" + ", ".join(["'$.event'", *(_sql_str(f"$.{f.name}") for f in fields)]) + "]"
         jtype = {f.name: f'"t_{f.name}"' for f in fields}
         value = {f.name: f'"v_{f.name}"' for f in fields}
         unpack = ", ".join(
@@ -313,8 +313,8 @@ class LogStore:
                 FROM first),
             parsed AS (
                 SELECT f, line, fixed, coalesce(x0, try(json_transform(fixed, '{struct}'))) AS x,
-                    CASE WHEN x0 IS NOT NULL THEN json_type(line, {paths})
-                         WHEN fixed IS NOT NULL THEN try(json_type(fixed, {paths})) END AS t
+                    CASE WHEN x0 IS NOT NULL THEN json_type(line, {json_paths})
+                         WHEN fixed IS NOT NULL THEN try(json_type(fixed, {json_paths})) END AS t
                 FROM second),
             unpacked AS (
                 SELECT f, line, fixed, x IS NULL AS invalid, x.event AS event, t[1] AS t_event, {unpack}
