@@ -375,7 +375,7 @@ class LogStore:
         self.con.execute("""
             CREATE TABLE _dropped AS
             SELECT seq, 'clock_backwards' AS why, f FROM (
-                SELECT rowid AS seq, f, time, max(time) OVER (PARTITION BY f, name, rank ORDER BY rowid
+                SELECT rowid AS seq, f, time, max(time) OVER (PARTITION BY f, hash(name), rank ORDER BY rowid
                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
                 FROM _lines WHERE kind = 'step')
             WHERE time < before
@@ -385,7 +385,7 @@ class LogStore:
             WITH kept AS (
                 SELECT rowid AS seq, name, rank, step FROM _lines
                 WHERE kind = 'step' AND rowid NOT IN (SELECT seq FROM _dropped)),
-            repeated AS (SELECT name, rank, step FROM kept GROUP BY ALL HAVING count(*) > 1)
+            repeated AS (SELECT name, rank, step FROM kept GROUP BY ALL HAVING count(*) > 1)  -- usually none
             SELECT seq, 'repeated_step', NULL FROM (
                 SELECT seq, row_number() OVER (PARTITION BY name, rank, step ORDER BY seq) AS n
                 FROM kept SEMI JOIN repeated USING (name, rank, step))

@@ -34,11 +34,13 @@ from monitor.analysis.steps import StepTable
 from monitor.errors import InputError
 from monitor.figures.attribution import LossSums, MfuLoss, loss_sums, split, verdict
 
+DEFAULT_WARMUP = 10  # steps, for a run whose log does not say its warm-up
+
 
 @dataclass(frozen=True)
 class AnalyzeOptions:
     threshold: float = 0.25
-    warmup: int = 10
+    warmup: int | None = None  # None: each run's logged ``warmup_steps`` (run_start), else DEFAULT_WARMUP
     stall_factor: float = 5.0
     straggler_tolerance: float = 0.10
     peak_flops_per_second: float | None = None  # per device, for ranks whose log has none
@@ -50,7 +52,7 @@ class AnalyzeOptions:
             raise InputError(
                 "--threshold", f"must be a fraction in (0, 1], got {self.threshold}", "e.g. 0.25"
             )
-        if self.warmup < 0:
+        if self.warmup is not None and self.warmup < 0:
             raise InputError(
                 "--warmup", f"must be >= 0 steps, got {self.warmup}", "pass 0 to keep every step"
             )
@@ -168,12 +170,16 @@ class RunSummary(BaseModel):
     first_step: int | None = None
     last_step: int | None = None
     duration_seconds: float | None = None
+    warmup: int = Field(DEFAULT_WARMUP, description="the warm-up setting used: --warmup, else the log's")
+    warmup_source: str = Field("default", description="where `warmup` comes from: option, log or default")
     warmup_steps: int = Field(0, description="steps left out of rates and MFU as warm-up")
     measured_from_step: int | None = Field(None, description="first step index counted after the warm-up")
     measured: Measured | None = None
     step_seconds: Distribution = Field(default_factory=Distribution)
     tokens_per_second: RateStats = Field(default_factory=RateStats)
     mfu: RateStats = Field(default_factory=RateStats)
+    mfu_suspect: bool = Field(False, description="a measured step's MFU is above 100%: wrong peak or FLOPs")
+    monitor_errors: int = Field(0, description="errors the monitor counted (run_end, summed over ranks)")
     threshold: float
     below_threshold_seconds: float | None = None
     below_threshold_steps: int | None = None
@@ -224,12 +230,15 @@ def analyze(paths: Sequence[str | os.PathLike[str]], options: AnalyzeOptions | N
         return summarize_store(store, options)
 
 
-def open_logs(paths: Sequence[str | os.PathLike[str]], options: AnalyzeOptions) -> LogStore:
-    """The logs loaded into the engine (close it, or use ``with``), for ``summarize_store`` and queries."""
+def open_logs(
+    paths: Sequence[str | os.PathLike[str]], options: AnalyzeOptions, memory_limit: str | None = None
+) -> LogStore:
+    """The logs loaded into the engine (close it, or use ``with``), for ``summarize_store`` and queries;
+    ``memory_limit`` (e.g. "2GB") bounds the engine's memory, beyond which it spills to a temporary folder."""
     if not paths:
         raise InputError("LOG", "no run log given", "pass one or more JSONL run logs")
     files = expand_paths(paths)
-    store = LogStore()
+    store = LogStore(memory_limit=memory_limit)
     try:
         store.load(files, per_file=options.per_file)
     except BaseException:
@@ -325,13 +334,19 @@ def summarize_run(log: RunLog, table: StepTable, options: AnalyzeOptions, store:
             "imported log: each record covers several steps, so distributions are over logged intervals"
         )
 
-    summary.measured_from_step = first_step + options.warmup
+    summary.measured_from_step = first_step + summary.warmup
     measured = start >= summary.measured_from_step
     summary.warmup_steps = int(table.span[~measured].sum())
     if not measured.any():
         summary.notes.append(
-            f"all {summary.steps} step(s) fall in the warm-up (--warmup {options.warmup}): "
+            f"all {summary.steps} step(s) fall in the warm-up (--warmup {summary.warmup}): "
             "pass a smaller --warmup"
+        )
+        _alerts(summary, log, options)
+        return summary
+    if summary.monitor_errors and summary.tokens == 0:
+        summary.notes.append(
+            "the monitor counted no tokens: tokens/s and MFU are unknown (not 0) — see its errors above"
         )
         _alerts(summary, log, options)
         return summary
@@ -343,6 +358,12 @@ def summarize_run(log: RunLog, table: StepTable, options: AnalyzeOptions, store:
     _ranks(summary, table, options, store)
     _mfu_loss(summary, table, rows, options, store)
     _alerts(summary, log, options)
+    if summary.mfu.max is not None and summary.mfu.max > 1.0:
+        summary.mfu_suspect = True
+        summary.notes.append(
+            f"impossible: wrong peak or FLOPs — MFU reaches {summary.mfu.max:.0%} (above 100%); "
+            "check the peak (--peak-tflops) and the model's FLOPs per token"
+        )
     return summary
 
 
@@ -375,6 +396,34 @@ def _describe_run(
         )
     if log.ends:
         summary.end = log.ends[min(log.ends)]
+        errors = [
+            (r, e)
+            for r, e in sorted(log.ends.items())
+            if isinstance(e.get("errors"), int) and e["errors"] > 0
+        ]
+        summary.monitor_errors = sum(e["errors"] for _, e in errors)
+        if errors:
+            reasons = sorted({str(e.get("reason")) for _, e in errors})
+            summary.notes.append(
+                f"the monitor logged {summary.monitor_errors} error(s) on rank(s) "
+                f"{', '.join(str(r) for r, _ in errors[:8])}{' ...' if len(errors) > 8 else ''} "
+                f"(run_end reason: {', '.join(reasons)}): figures may be missing or incomplete — "
+                "see the training log for the monitor's warning"
+            )
+    summary.warmup, summary.warmup_source = _warmup(log, options)
+
+
+def _warmup(log: RunLog, options: AnalyzeOptions) -> tuple[int, str]:
+    """The warm-up in steps: --warmup when given, else the run's logged ``warmup_steps`` (the largest over
+    ranks), else ``DEFAULT_WARMUP``."""
+    if options.warmup is not None:
+        return options.warmup, "option"
+    logged = [
+        s["warmup_steps"]
+        for s in log.starts.values()
+        if type(s.get("warmup_steps")) is int and s["warmup_steps"] >= 0
+    ]
+    return (max(logged), "log") if logged else (DEFAULT_WARMUP, "default")
 
 
 def _throughput(summary: RunSummary, table: StepTable, rows: np.ndarray) -> None:
