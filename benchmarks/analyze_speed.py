@@ -1,14 +1,15 @@
 """How fast `mfu analyze` reads big run logs, and with how much memory, beside bare DuckDB and bare Polars.
 
     python benchmarks/analyze_speed.py [--records 1000000 20000000] [--ranks 8] [--rounds 3]
-                                       [--cluster-ranks 4096 --cluster-steps 2000]
+        [--cluster-ranks 4096 --cluster-steps 2000]
 
-For each ``--records`` size it writes a JSONL run log (``--ranks`` ranks in one file, compact JSON, one record a
-line, as ``RunLogWriter`` writes it), then runs, in shuffled order each round and each in a fresh process:
+For each ``--records`` size it writes a JSONL run log (``--ranks`` ranks in one file, compact JSON, one
+record a line, as ``RunLogWriter`` writes it), then runs, in shuffled order each round and each in a fresh
+process:
 - ``ours``: ``monitor.analysis.summary.analyze``: every line checked, the whole summary (merge by step,
   distributions, episodes, stalls, ranks, the MFU-loss split, alerts);
-- ``duckdb``: DuckDB's ``read_json`` (types inferred), then the bare merge by step (slowest rank's time, sums of
-  FLOPs and peaks) and the median per-step MFU after 10 warm-up steps; nothing checked;
+- ``duckdb``: DuckDB's ``read_json`` (types inferred), then the bare merge by step (slowest rank's time, sums
+  of FLOPs and peaks) and the median per-step MFU after 10 warm-up steps; nothing checked;
 - ``polars``: the same with Polars' ``scan_ndjson`` and its streaming engine.
 Each child times its work only (its imports come first) and reports its peak resident memory (``ru_maxrss``).
 Reported per size: median seconds and peak RSS per variant, and the median over rounds of ours / the faster
@@ -50,10 +51,12 @@ CHILD = {
         "con = duckdb.connect()\n"
         "q = f'''\n"
         "WITH s AS (SELECT * FROM read_json('{PATH}', format='newline_delimited')),\n"
-        "pk AS (SELECT rank, any_value(peak_flops_per_second) AS pk FROM s WHERE event = 'run_start' GROUP BY rank),\n"
-        "g AS (SELECT step, max(step_seconds) AS sec, sum(tokens) AS tok, sum(model_flops) AS fl, sum(pk) AS p\n"
-        "      FROM s JOIN pk USING (rank) WHERE event = 'step' GROUP BY step)\n"
-        "SELECT count(*), sum(tok), median(fl / (sec * p)) FILTER (WHERE step >= (SELECT min(step) FROM g) + 10)\n"
+        "pk AS (SELECT rank, any_value(peak_flops_per_second) AS pk FROM s\n"
+        "       WHERE event = 'run_start' GROUP BY rank),\n"
+        "g AS (SELECT step, max(step_seconds) AS sec, sum(tokens) AS tok, sum(model_flops) AS fl,\n"
+        "      sum(pk) AS p FROM s JOIN pk USING (rank) WHERE event = 'step' GROUP BY step)\n"
+        "SELECT count(*), sum(tok),\n"
+        "       median(fl / (sec * p)) FILTER (WHERE step >= (SELECT min(step) FROM g) + 10)\n"
         "FROM g'''\n"
         "check = con.execute(q).fetchone()\n",
     ),
@@ -106,8 +109,8 @@ def _start(rank: int, ranks: int) -> str:
 
 
 _STEP = (
-    '{{"time":{t!r},"run":"bench","rank":{rank},"event":"step","step":{step},"tokens":%d,'
-    '"step_seconds":{secs!r},"model_flops":%r,"mfu":{mfu!r}}}' % (TOKENS, FLOPS)
+    '{{"time":{t!r},"run":"bench","rank":{rank},"event":"step","step":{step},"tokens":' + str(TOKENS) + ","
+    '"step_seconds":{secs!r},"model_flops":' + repr(FLOPS) + ',"mfu":{mfu!r}}}'
 )
 
 
@@ -225,9 +228,8 @@ def main() -> None:
             print(f"  {'variant':8} {'median s':>9} {'min s':>7} {'max s':>7} {'peak RSS MB':>12}")
             for name in CHILD:
                 r = row[name]
-                print(
-                    f"  {name:8} {r['median_s']:9.2f} {r['min_s']:7.2f} {r['max_s']:7.2f} {r['peak_rss_mb']:12.0f}"
-                )
+                spread = f"{r['median_s']:9.2f} {r['min_s']:7.2f} {r['max_s']:7.2f}"
+                print(f"  {name:8} {spread} {r['peak_rss_mb']:12.0f}")
             ratio = row["ratio"]
             print(
                 f"  ours / faster bare engine, same round: median {ratio['median']:.2f} "
@@ -240,8 +242,8 @@ def main() -> None:
             write_cluster(cluster, args.cluster_ranks, args.cluster_steps)
             size_mb = sum(p.stat().st_size for p in cluster.iterdir()) / 1e6
             records = args.cluster_ranks * args.cluster_steps
-            print(f"\ncluster run: {args.cluster_ranks:,} files x {args.cluster_steps:,} steps ({records:,} records, "
-                  f"{size_mb:,.0f} MB)", flush=True)  # fmt: skip
+            shape = f"{args.cluster_ranks:,} files x {args.cluster_steps:,} steps"
+            print(f"\ncluster run: {shape} ({records:,} records, {size_mb:,.0f} MB)", flush=True)
             code = (
                 "import resource, subprocess, sys, time, json\n"
                 "t0 = time.perf_counter()\n"
@@ -249,9 +251,10 @@ def main() -> None:
                 "out = subprocess.run([sys.executable, '-c', cli, 'analyze', sys.argv[1], '--json'],"
                 " capture_output=True, text=True, check=True)\n"
                 "r = json.loads(out.stdout)['runs'][0]\n"
-                "print(json.dumps({'seconds': time.perf_counter() - t0, 'maxrss_mb':"
-                " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 'ranks': r['ranks'],"
-                " 'steps': r['steps'], 'mfu_median': r['mfu']['median'], 'stragglers': len(r['stragglers'])}))\n"
+                "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+                "print(json.dumps({'seconds': time.perf_counter() - t0, 'maxrss_mb': rss,"
+                " 'ranks': r['ranks'], 'steps': r['steps'], 'mfu_median': r['mfu']['median'],"
+                " 'stragglers': len(r['stragglers'])}))\n"
             )
             started = time.perf_counter()
             out = subprocess.run([sys.executable, "-c", code, str(cluster)], capture_output=True, text=True)
@@ -260,9 +263,8 @@ def main() -> None:
             row = json.loads(out.stdout.strip().splitlines()[-1])
             row.update(records=records, size_mb=size_mb, wall_s=time.perf_counter() - started)
             results["cluster"] = row
-            print(
-                f"  mfu analyze FOLDER --json: {row['seconds']:.1f} s, peak RSS {row['maxrss_mb']:.0f} MB; {row}"
-            )
+            took = f"{row['seconds']:.1f} s, peak RSS {row['maxrss_mb']:.0f} MB"
+            print(f"  mfu analyze FOLDER --json: {took}; {row}")
     finally:
         if not args.keep and not args.dir:
             shutil.rmtree(folder, ignore_errors=True)

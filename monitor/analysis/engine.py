@@ -305,7 +305,7 @@ class LogStore:
             WITH src AS (
                 SELECT file_index::INTEGER AS f, line FROM read_csv({files}, columns={{'line': 'VARCHAR'}},
                     delim='\\x01', quote='', escape='', header=false, auto_detect=false, strict_mode=false,
-                    max_line_size=268435456, ignore_errors=true, store_rejects=true)),
+                    max_line_size=16777216, ignore_errors=true, store_rejects=true)),
             first AS (SELECT f, line, try(json_transform(line, '{struct}')) AS x0 FROM src),
             second AS (
                 SELECT f, line, x0, CASE WHEN x0 IS NULL AND regexp_matches(line, 'NaN|Infinity')

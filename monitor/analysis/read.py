@@ -48,6 +48,7 @@ _CHUNK_BYTES = 1 << 20
 _NUMBER = frozenset((int, float))
 _INT_LIMIT = 1 << 62  # step, rank and span are stored as signed 64-bit integers
 _NAN = float("nan")
+_INF = float("inf")
 
 
 @dataclass
@@ -286,7 +287,7 @@ def _take_clean_steps(
         for o in objs:
             if o["rank"] == rank:
                 mfu, secs, flop = o.get("mfu"), o["step_seconds"], o["model_flops"]
-                if isinstance(mfu, (int, float)) and mfu > 0 and secs > 0 and flop > 0:
+                if isinstance(mfu, (int, float)) and 0 < mfu < _INF and secs > 0 and flop > 0:
                     log.derived_peaks[rank] = flop / (secs * mfu)
                     break
     return True
@@ -382,7 +383,7 @@ def _take(
         stats.records += 1
         if rank not in log.derived_peaks:
             mfu = obj.get("mfu")
-            if isinstance(mfu, (int, float)) and mfu > 0 and seconds > 0 and flops > 0:
+            if isinstance(mfu, (int, float)) and 0 < mfu < _INF and seconds > 0 and flops > 0:
                 log.derived_peaks[rank] = flops / (seconds * mfu)
         return
     taken = _take_other(obj, prefix, skipped, logs.runs)
