@@ -153,7 +153,7 @@ def _sql_str(text: str) -> str:
 
 
 _JSON_INTS = "('UBIGINT', 'BIGINT')"
-_JSON_NUMBERS = "('UBIGINT', 'BIGINT', 'DOUBLE', 'HUGEINT', 'BIGNUM')"
+_JSON_NUMBERS = "('UBIGINT', 'BIGINT', 'DOUBLE')"
 
 
 def _valid(f: FieldSpec, value: str, jtype: str) -> str:
@@ -273,8 +273,9 @@ class LogStore:
                 valid = _valid(f, value[f.name], jtype[f.name])
                 checks.append(valid if f.required else f"({jtype[f.name]} IS NULL OR {valid})")
         good = " AND ".join(checks) or "true"
+        # plain boolean columns first (vectorised), then one CASE over them
         step_kind = (
-            f"CASE WHEN {missing} THEN 'missing_field' WHEN NOT ({good}) THEN 'bad_value' ELSE 'step' END"
+            "CASE WHEN has_missing THEN 'missing_field' WHEN NOT all_good THEN 'bad_value' ELSE 'step' END"
         )
         blank = "line IS NULL OR trim(line, ' \t\r\n\f\v') = ''"
         is_object = "json_type(coalesce(fixed, line)) = 'OBJECT'"
@@ -294,8 +295,9 @@ class LogStore:
                 out = f"coalesce({out}, {_default_sql(f)})"
             elif not f.strict:
                 out = f"CASE WHEN {_valid(f, out, jtype[f.name])} THEN {out} END"
-            cols.append(f"CASE WHEN kind = 'step' THEN {out} END AS \"{f.name}\"")
-        prefixes = "[" + ", ".join(_sql_str(f"{Path(p).name}:" if per_file else "") for p in self.paths) + "]"
+            cols.append(f'{out} AS "{f.name}"')  # read only where kind = 'step'
+        prefixes = "[" + ", ".join(_sql_str(f"{Path(p).name}:") for p in self.paths) + "]"
+        name = f"list_extract({prefixes}, f + 1) || v_run" if per_file else "v_run"
         files = "[" + ", ".join(_sql_str(p) for p in self.paths) + "]"
         # Python's json module reads NaN and Infinity, which JSON does not have: such a line is read with
         # them as null (unknown), which every check treats as the reference reader treats NaN and Infinity
@@ -319,9 +321,9 @@ class LogStore:
             unpacked AS (
                 SELECT f, line, fixed, x IS NULL AS invalid, x.event AS event, t[1] AS t_event, {unpack}
                 FROM parsed),
-            classified AS (SELECT *, {kind} AS kind FROM unpacked)
-            SELECT f, kind,
-                CASE WHEN kind = 'step' THEN list_extract({prefixes}, f + 1) || v_run END AS name,
+            checked AS (SELECT *, ({missing}) AS has_missing, coalesce(({good}), false) AS all_good FROM unpacked),
+            classified AS (SELECT *, {kind} AS kind FROM checked)
+            SELECT f, kind, {name} AS name,
                 {", ".join(cols)},
                 CASE WHEN kind = 'other' THEN line END AS line
             FROM classified
