@@ -162,13 +162,32 @@ def _hostile_records() -> list[str]:
     return [json.dumps(v) for v in variants]
 
 
-def test_engine_keeps_what_the_reference_reader_keeps(tmp_path: Path) -> None:
+def _clear_step(line: str) -> bool:
+    """A step record whose required fields and rank are all there and not null."""
+    record = json.loads(line)
+    required = ("time", "run", "step", "tokens", "step_seconds", "model_flops", "rank")
+    return record.get("event") != "step" or all(record.get(k) is not None for k in required)
+
+
+@pytest.mark.parametrize("lines", ["any", "objects", "clear-objects"])
+def test_engine_keeps_what_the_reference_reader_keeps(tmp_path: Path, lines: str) -> None:
+    """Both of the engine's paths: every line a JSON object and no step record with a field missing or null
+    (its NDJSON reader, fast), or not (line by line)."""
     log = tmp_path / "hostile.jsonl"
-    body = "\n".join(_hostile_records() + HOSTILE) + "\n"
-    log.write_bytes(body.encode() + b'{"event": "step", "run": "\xff\xfe"}\n{"time": 1')  # bad UTF-8, torn
+    objects = _hostile_records() + [line for line in HOSTILE if line.startswith("{")]
+    if lines == "objects":
+        log.write_text("\n".join(objects) + "\n")
+    elif lines == "clear-objects":
+        log.write_text("\n".join(line for line in objects if _clear_step(line)) + "\n")
+    else:
+        body = "\n".join(_hostile_records() + HOSTILE) + "\n"
+        log.write_bytes(
+            body.encode() + b'{"event": "step", "run": "\xff\xfe"}\n{"time": 1'
+        )  # bad UTF-8, torn
     reference = read_logs([log])
     with LogStore() as store:
         store.load([log])
+        assert store.fast is (lines == "clear-objects")
         tables = store.step_tables(None)
         (counts,) = store.files
         assert dict(counts.skipped) == dict(reference.files[0].skipped)
@@ -184,9 +203,8 @@ def test_engine_keeps_what_the_reference_reader_keeps(tmp_path: Path) -> None:
                 assert getattr(merged, column).tolist() == getattr(expected, column).tolist(), column
             for column in ("time_end", "seconds", "tokens", "flops", "peak"):
                 assert getattr(merged, column) == pytest.approx(getattr(expected, column), nan_ok=True)
-            columns, rows = store.sql(
-                f"SELECT step, mfu IS NULL FROM steps WHERE run = '{name}' ORDER BY step"
-            )
+            query = f"SELECT step, mfu IS NULL FROM steps WHERE run = '{name}' ORDER BY step"
+            columns, rows = store.sql(query)
             assert columns == ["step", "(mfu IS NULL)"] and [r[0] for r in rows] == expected.step.tolist()
 
 

@@ -32,6 +32,7 @@ from glob import glob, has_magic
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 
 from monitor.analysis.read import RunLog, _take_other
@@ -172,6 +173,18 @@ def _valid(f: FieldSpec, value: str, jtype: str) -> str:
     return "(" + " AND ".join(conds) + ")"
 
 
+def _other_fields() -> list[str]:
+    """Fields of run_start, run_end and alert records: those the schema declares, and those the analysis reads
+    that it may not (yet) declare."""
+    from monitor.schema import AlertRecord, RunEnd, RunStart
+
+    names: list[str] = []
+    for model in (RunStart, RunEnd, AlertRecord):
+        names.extend(n for n in model.model_fields if n not in names)
+    names.extend(n for n in ("devices", "warmup_steps") if n not in names)
+    return names
+
+
 def _sql_type(f: FieldSpec) -> str:
     return {"int": "BIGINT", "num": "DOUBLE", "str": "VARCHAR"}[f.kind]
 
@@ -217,7 +230,6 @@ class LogStore:
     """Logs loaded into a private DuckDB database; ``close()`` (or ``with``) deletes it."""
 
     def __init__(self, memory_limit: str | None = None, threads: int | None = None) -> None:
-        import duckdb
 
         self.folder = Path(tempfile.mkdtemp(prefix="mfu-analyze-"))
         config: dict[str, str | bool | int | float | list[str]] = {
@@ -273,18 +285,28 @@ class LogStore:
                 valid = _valid(f, value[f.name], jtype[f.name])
                 checks.append(valid if f.required else f"({jtype[f.name]} IS NULL OR {valid})")
         good = " AND ".join(checks) or "true"
+        # the fast path reads a JSON null as absent: a step record missing a required field or its rank may
+        # hold a null there instead (a bad value), which only the line-by-line path tells apart
+        ambiguous = (
+            " OR ".join(
+                f"{jtype[f.name]} IS NULL" for f in fields if f.required or (f.strict and f.name == "rank")
+            )
+            or "false"
+        )
         # plain boolean columns first (vectorised), then one CASE over them
         step_kind = (
             "CASE WHEN has_missing THEN 'missing_field' WHEN NOT all_good THEN 'bad_value' ELSE 'step' END"
         )
         blank = "line IS NULL OR trim(line, ' \t\r\n\f\v') = ''"
-        is_object = "json_type(coalesce(fixed, line)) = 'OBJECT'"
+        # (the fast path has no line text: each of its lines is a JSON object)
+        is_object = "CASE WHEN line IS NULL THEN true ELSE json_type(coalesce(fixed, line)) = 'OBJECT' END"
         kind = f"""CASE
             WHEN invalid THEN (CASE WHEN {blank} THEN 'blank' WHEN json_valid(line) THEN 'not_object'
                                     ELSE 'not_json' END)
             WHEN t_event IS NULL THEN (CASE WHEN {is_object} THEN 'missing_field' ELSE 'not_object' END)
             WHEN t_event = 'NULL' THEN 'missing_field'
             WHEN t_event <> 'VARCHAR' THEN 'bad_value'
+            WHEN event = 'step' AND nulls_unknown AND ({ambiguous}) THEN 'recheck'
             WHEN event = 'step' THEN {step_kind}
             WHEN event IN ('run_start', 'run_end', 'alert') THEN 'other'
             ELSE 'unknown_event' END"""
@@ -299,12 +321,43 @@ class LogStore:
         prefixes = "[" + ", ".join(_sql_str(f"{Path(p).name}:") for p in self.paths) + "]"
         name = f"list_extract({prefixes}, f + 1) || v_run" if per_file else "v_run"
         files = "[" + ", ".join(_sql_str(p) for p in self.paths) + "]"
+
+        def tail(line: str) -> str:
+            return f"""
+            checked AS (
+                SELECT *, ({missing}) AS has_missing, coalesce(({good}), false) AS all_good FROM unpacked),
+            classified AS (SELECT *, {kind} AS kind FROM checked)
+            SELECT f, kind, {name} AS name, {", ".join(cols)},
+                CASE WHEN kind = 'other' THEN {line} END AS line
+            FROM classified"""
+
+        self.fast = True
+        try:
+            # fast path: the engine's own NDJSON reader, each field as its JSON text (its type is told by its
+            # first character), for logs whose every line is a JSON object
+            source, line = self._fragments(files)
+            self.con.execute(f"CREATE TABLE _lines AS WITH {source}, {tail(line)}")
+            if self.con.execute("SELECT count(*) FROM _lines WHERE kind = 'recheck'").fetchone() != (0,):
+                raise duckdb.InvalidInputException("a step record may hold a JSON null")
+        except (duckdb.InvalidInputException, duckdb.ConversionException):
+            # a line that is not a JSON object somewhere: every line as text, parsed and classified one by one
+            self.fast = False
+            self.con.execute("DROP TABLE IF EXISTS _lines")
+            source = self._lines(files, struct, json_paths, unpack)
+            self.con.execute(f"CREATE TABLE _lines AS WITH {source}, {tail('line')}")
+        self._count_lines()
+        self._accept()
+        self._others(per_file)
+        self._describe_runs()
+
+    def _lines(self, files: str, struct: str, json_paths: str, unpack: str) -> str:
+        """The line-by-line source: ``unpacked`` (f, line, fixed, invalid, event, t_event, t_/v_ per
+        field)."""
         # Python's json module reads NaN and Infinity, which JSON does not have: such a line is read with
         # them as null (unknown), which every check treats as the reference reader treats NaN and Infinity
         fixed = "regexp_replace(line, '-?\\bInfinity\\b|\\bNaN\\b', 'null', 'g')"
-        self.con.execute(f"""
-            CREATE TABLE _lines AS
-            WITH src AS (
+        return f"""
+            src AS (
                 SELECT file_index::INTEGER AS f, line FROM read_csv({files}, columns={{'line': 'VARCHAR'}},
                     delim='\\x01', quote='', escape='', header=false, auto_detect=false, strict_mode=false,
                     max_line_size=16777216, ignore_errors=true, store_rejects=true)),
@@ -319,19 +372,59 @@ class LogStore:
                          WHEN fixed IS NOT NULL THEN try(json_type(fixed, {json_paths})) END AS t
                 FROM second),
             unpacked AS (
-                SELECT f, line, fixed, x IS NULL AS invalid, x.event AS event, t[1] AS t_event, {unpack}
-                FROM parsed),
-            checked AS (SELECT *, ({missing}) AS has_missing, coalesce(({good}), false) AS all_good FROM unpacked),
-            classified AS (SELECT *, {kind} AS kind FROM checked)
-            SELECT f, kind, {name} AS name,
-                {", ".join(cols)},
-                CASE WHEN kind = 'other' THEN line END AS line
-            FROM classified
-        """)
-        self._count_lines()
-        self._accept()
-        self._others(per_file)
-        self._describe_runs()
+                SELECT f, line, fixed, x IS NULL AS invalid, false AS nulls_unknown, x.event AS event,
+                    t[1] AS t_event, {unpack}
+                FROM parsed)"""
+
+    def _fragments(self, files: str) -> tuple[str, str]:
+        """The fast source: the same ``unpacked`` columns from DuckDB's NDJSON reader, each field read as its
+        JSON text; ``line`` (for run_start, run_end and alert records) is rebuilt from the fields the schema
+        declares for them. Fails (an engine error) on any line that is not a JSON object."""
+        keys = ["event", *(f.name for f in self.fields)]
+        for key in _other_fields():
+            if key not in keys:
+                keys.append(key)
+        columns = "{" + ", ".join(f"{_sql_str(k)}: 'JSON'" for k in keys) + "}"
+
+        def text(key: str) -> str:
+            return f'("{key}"::VARCHAR)'
+
+        def jtype(key: str) -> str:
+            t = text(key)
+            number = f"contains({t}, '.') OR contains({t}, 'e') OR contains({t}, 'E')"
+            return f"""CASE WHEN {t} IS NULL THEN NULL ELSE CASE left({t}, 1)
+                WHEN '"' THEN 'VARCHAR' WHEN 't' THEN 'BOOLEAN' WHEN 'f' THEN 'BOOLEAN'
+                WHEN 'n' THEN 'NULL' WHEN 'N' THEN 'NULL' WHEN 'I' THEN 'NULL' WHEN '{{' THEN 'OBJECT'
+                WHEN '[' THEN 'ARRAY'
+                ELSE (CASE WHEN {number} THEN 'DOUBLE' WHEN left({t}, 1) = '-' THEN 'BIGINT'
+                           ELSE 'UBIGINT' END)
+                END END"""
+
+        def string(key: str) -> str:
+            t = text(key)
+            return (
+                f"CASE WHEN left({t}, 1) = '\"' THEN (CASE WHEN contains({t}, '\\') "
+                f"THEN json_extract_string({t}, '$') ELSE {t}[2:-2] END) END"
+            )
+
+        parts = []
+        for f in self.fields:
+            value = string(f.name) if f.kind == "str" else f"TRY_CAST({text(f.name)} AS {_sql_type(f)})"
+            parts.append(f'{jtype(f.name)} AS "t_{f.name}", {value} AS "v_{f.name}"')
+        pairs = ", ".join(
+            f'CASE WHEN "k_{i}" IS NOT NULL THEN {_sql_str(json.dumps(k) + ":")} || "k_{i}" END'
+            for i, k in enumerate(keys)
+        )
+        raw = ", ".join(f'{text(k)} AS "k_{i}"' for i, k in enumerate(keys))
+        source = f"""
+            unpacked AS (
+                SELECT file_index::INTEGER AS f, NULL::VARCHAR AS line, NULL::VARCHAR AS fixed,
+                    false AS invalid, true AS nulls_unknown,
+                    {string("event")} AS event,
+                    {jtype("event")} AS t_event, {", ".join(parts)}, {raw}
+                FROM read_json({files}, format='newline_delimited', columns={columns},
+                               maximum_object_size=16777216))"""
+        return source, f"'{{' || concat_ws(',', {pairs}) || '}}'"
 
     def _count_lines(self) -> None:
         rows = self.con.execute(
@@ -347,9 +440,13 @@ class LogStore:
             stats.lines += n
             if kind not in ("blank", "step", "other"):
                 stats.skipped[kind] += n
-        rejects = self.con.execute(
-            "SELECT s.file_path, e.line FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id)"
-        ).fetchall()
+        rejects = (
+            []
+            if self.fast
+            else self.con.execute(
+                "SELECT s.file_path, e.line FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id)"
+            ).fetchall()
+        )
         reject_lines: dict[int, list[int]] = {}
         by_path: dict[str, list[int]] = {}
         for i, p in enumerate(self.paths):
