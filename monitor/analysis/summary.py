@@ -231,7 +231,7 @@ def analyze(paths: Sequence[str | os.PathLike[str]], options: AnalyzeOptions | N
 
 
 def open_logs(
-    paths: Sequence[str | os.PathLike[str]], options: AnalyzeOptions, memory_limit: str | None = None
+    paths: Sequence[str | os.PathLike[str]], options: AnalyzeOptions, memory_limit: str = "2GB"
 ) -> LogStore:
     """The logs loaded into the engine (close it, or use ``with``), for ``summarize_store`` and queries;
     ``memory_limit`` (e.g. "2GB") bounds the engine's memory, beyond which it spills to a temporary folder."""
