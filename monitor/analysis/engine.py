@@ -235,6 +235,7 @@ class LogStore:
         config: dict[str, str | bool | int | float | list[str]] = {
             "preserve_insertion_order": True,  # a table's rowid is then the line's place in the input
             "temp_directory": str(self.folder / "spill"),
+            "enable_progress_bar": False,
         }
         if threads:
             config["threads"] = threads
