@@ -235,13 +235,13 @@ class LogStore:
         config: dict[str, str | bool | int | float | list[str]] = {
             "preserve_insertion_order": True,  # a table's rowid is then the line's place in the input
             "temp_directory": str(self.folder / "spill"),
-            "enable_progress_bar": False,
         }
         if threads:
             config["threads"] = threads
         if memory_limit:
             config["memory_limit"] = memory_limit
         self.con = duckdb.connect(str(self.folder / "logs.duckdb"), config=config)
+        self.con.execute("SET enable_progress_bar = false")  # nothing on the user's terminal
         self.fields = step_fields()
         self.files: list[FileCounts] = []
         self.runs: dict[str, RunLog] = {}
