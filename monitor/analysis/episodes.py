@@ -117,37 +117,44 @@ class RankStats:
 
 
 def rank_stats(rec_rank: Ints, rec_seconds: Floats, slowest_rank: Ints, nranks: Ints) -> list[RankStats]:
-    """Per-rank step-time figures; ``relative`` compares each rank's median step time to the ranks' median."""
+    """Per-rank step-time figures from per-record arrays (see ``rank_stats_from``)."""
     if rec_rank.shape[0] == 0:
         return []
     order = np.lexsort((rec_seconds, rec_rank))
     ranks_sorted = rec_rank[order]
     secs_sorted = rec_seconds[order]
     ranks, starts, counts = np.unique(ranks_sorted, return_index=True, return_counts=True)
+    figures = []
+    for rank, start, count in zip(ranks.tolist(), starts.tolist(), counts.tolist(), strict=True):
+        chunk = secs_sorted[start : start + count]  # already sorted within the rank
+        figures.append((rank, count, float(np.median(chunk)), float(chunk.mean())))
+    return rank_stats_from(figures, slowest_rank, nranks)
+
+
+def rank_stats_from(
+    figures: list[tuple[int, int, float, float]], slowest_rank: Ints, nranks: Ints
+) -> list[RankStats]:
+    """Per-rank step-time figures from each rank's (rank, records, median, mean step seconds), by rank, and
+    the step table's slowest rank and rank count per step; ``relative`` compares each rank's median step
+    time to the ranks' median."""
+    if not figures:
+        return []
     multi = nranks > 1
     multi_steps = int(multi.sum())
     slow_ranks, slow_n = np.unique(slowest_rank[multi], return_counts=True)
     slow_counts = dict(zip(slow_ranks.tolist(), slow_n.tolist(), strict=True))
-    medians = []
-    out = []
-    for start, count in zip(starts.tolist(), counts.tolist(), strict=True):
-        chunk = secs_sorted[start : start + count]  # already sorted within the rank
-        medians.append(float(np.median(chunk)))
+    medians = [median for _, _, median, _ in figures]
     # the lower median: with two ranks, the faster one (a plain median would split the difference and halve
     # the straggler's excess); with many ranks, about the median
     overall = float(np.percentile(medians, 50, method="lower"))
-    for i, (rank, start, count) in enumerate(
-        zip(ranks.tolist(), starts.tolist(), counts.tolist(), strict=True)
-    ):
-        chunk = secs_sorted[start : start + count]
-        out.append(
-            RankStats(
-                rank=rank,
-                steps=count,
-                median_seconds=medians[i],
-                mean_seconds=float(chunk.mean()),
-                slowest_share=float(slow_counts.get(rank, 0)) / multi_steps if multi_steps else math.nan,
-                relative=medians[i] / overall if overall > 0 else math.nan,
-            )
+    return [
+        RankStats(
+            rank=rank,
+            steps=count,
+            median_seconds=median,
+            mean_seconds=mean,
+            slowest_share=float(slow_counts.get(rank, 0)) / multi_steps if multi_steps else math.nan,
+            relative=median / overall if overall > 0 else math.nan,
         )
-    return out
+        for rank, count, median, mean in figures
+    ]

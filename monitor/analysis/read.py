@@ -48,6 +48,7 @@ _CHUNK_BYTES = 1 << 20
 _NUMBER = frozenset((int, float))
 _INT_LIMIT = 1 << 62  # step, rank and span are stored as signed 64-bit integers
 _NAN = float("nan")
+_INF = float("inf")
 
 
 @dataclass
@@ -286,7 +287,7 @@ def _take_clean_steps(
         for o in objs:
             if o["rank"] == rank:
                 mfu, secs, flop = o.get("mfu"), o["step_seconds"], o["model_flops"]
-                if isinstance(mfu, (int, float)) and mfu > 0 and secs > 0 and flop > 0:
+                if isinstance(mfu, (int, float)) and 0 < mfu < _INF and secs > 0 and flop > 0:
                     log.derived_peaks[rank] = flop / (secs * mfu)
                     break
     return True
@@ -297,7 +298,7 @@ def _parse_chunk(lines: list[bytes], skipped: Counter[str]) -> list[Any]:
         objs = json.loads(b"[" + b",".join(lines) + b"]")
         if isinstance(objs, list) and len(objs) == len(lines):
             return objs
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError; nesting too deep to parse
         pass
     out = []
     for line in lines:
@@ -305,7 +306,7 @@ def _parse_chunk(lines: list[bytes], skipped: Counter[str]) -> list[Any]:
             continue
         try:
             out.append(json.loads(line))
-        except ValueError:
+        except (ValueError, RecursionError):
             # only a file's last line can lack its newline: that is a write cut short
             skipped["torn_line" if not line.endswith(b"\n") else "not_json"] += 1
     return out
@@ -382,32 +383,45 @@ def _take(
         stats.records += 1
         if rank not in log.derived_peaks:
             mfu = obj.get("mfu")
-            if isinstance(mfu, (int, float)) and mfu > 0 and seconds > 0 and flops > 0:
+            if isinstance(mfu, (int, float)) and 0 < mfu < _INF and seconds > 0 and flops > 0:
                 log.derived_peaks[rank] = flops / (seconds * mfu)
         return
+    taken = _take_other(obj, prefix, skipped, logs.runs)
+    if taken is None:
+        return
+    log = logs.runs[taken]
+    if path not in log.files:
+        log.files.append(path)
+    stats.records += 1
+
+
+def _take_other(obj: Any, prefix: str, skipped: Counter[str], runs: dict[str, RunLog]) -> str | None:
+    """A record other than a step (run_start, run_end, alert), checked with the schema's model and kept in
+    its run (created if new); returns the run's name, or None when the record is skipped (and counted)."""
+    if type(obj) is not dict:
+        skipped["not_object"] += 1
+        return None
+    event = obj.get("event")
     if event is None:
         skipped["missing_field"] += 1
-        return
+        return None
     if type(event) is not str:
         skipped["bad_value"] += 1
-        return
+        return None
     model = _OTHER_EVENTS.get(event)
     if model is None:
         skipped["unknown_event"] += 1
-        return
+        return None
     try:
         record = model.model_validate(obj)
     except ValidationError as exc:
         kinds = {error["type"] for error in exc.errors()}
         skipped["missing_field" if kinds == {"missing"} else "bad_value"] += 1
-        return
+        return None
     name = prefix + record.run
-    log = logs.runs.get(name)
+    log = runs.get(name)
     if log is None:
-        log = logs.runs[name] = RunLog(name=name)
-    if path not in log.files:
-        log.files.append(path)
-    stats.records += 1
+        log = runs[name] = RunLog(name=name)
     data = record.model_dump(mode="json")
     if isinstance(record, RunStart):
         log.starts.setdefault(record.rank, data)
@@ -417,6 +431,7 @@ def _take(
         log.alert_count += 1
         if len(log.alerts) < MAX_ALERTS_KEPT:
             log.alerts.append(data)
+    return name
 
 
 _OTHER_EVENTS: dict[str, type[RunStart] | type[RunEnd] | type[AlertRecord]] = {

@@ -1,6 +1,9 @@
-"""Merge a run's step records over ranks into one row per step index (numpy, vectorised).
+"""Merge a run's step records over ranks into one row per step index: the step table and its conventions.
 
-Conventions (../shared/CONTRACTS.md, "analyze"):
+``mfu analyze`` merges in its engine (``monitor.analysis.engine``, the same conventions in SQL); the numpy
+merge here (``build_step_table``, over the reference reader's columns) is the reference it is tested against.
+
+Conventions (``mfu analyze``'s documented contract):
 - a step's wall time is the slowest rank's ``step_seconds`` (the step is done when the last rank is);
 - a step's tokens and model FLOPs are the sums over the ranks that reported it;
 - a step's MFU is sum(model FLOPs) / (step time x sum(peak FLOP/s of those ranks)) — the ratio of the sums,
@@ -37,11 +40,12 @@ class StepTable:
     peak: Floats  # sum of the reporting ranks' peak FLOP/s; NaN if any of them is unknown
     nranks: Ints  # ranks that reported the step
     slowest_rank: Ints  # rank with the longest step_seconds
-    # per record (deduplicated, sorted by step then rank)
-    rec_rank: Ints
-    rec_step_row: Ints  # row of the step table each record belongs to
-    rec_seconds: Floats
-    repeated: int  # records dropped as repeats of a (rank, step) already seen
+    repeated: int = 0  # records dropped as repeats of a (rank, step) already seen
+    # per record (deduplicated, sorted by step then rank): kept by the in-memory merge below only; the
+    # engine's merge (``monitor.analysis.engine``) keeps records in its database instead
+    rec_rank: Ints | None = None
+    rec_step_row: Ints | None = None  # row of the step table each record belongs to
+    rec_seconds: Floats | None = None
     # where each kept record sits in the run's columns (for the optional fields of the MFU-loss split)
     rec_index: Ints | None = None
     columns: StepColumns | None = None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,17 +27,20 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from monitor.analysis.episodes import distribution, low_mfu_episodes, rank_stats, stalls
-from monitor.analysis.read import SKIP_KINDS, LogSet, RunLog, read_logs
-from monitor.analysis.steps import StepTable, build_step_table
+from monitor.analysis.engine import LogStore, expand_paths
+from monitor.analysis.episodes import distribution, low_mfu_episodes, rank_stats_from, stalls
+from monitor.analysis.read import SKIP_KINDS, RunLog
+from monitor.analysis.steps import StepTable
 from monitor.errors import InputError
 from monitor.figures.attribution import LossSums, MfuLoss, loss_sums, split, verdict
+
+DEFAULT_WARMUP = 10  # steps, for a run whose log does not say its warm-up
 
 
 @dataclass(frozen=True)
 class AnalyzeOptions:
     threshold: float = 0.25
-    warmup: int = 10
+    warmup: int | None = None  # None: each run's logged ``warmup_steps`` (run_start), else DEFAULT_WARMUP
     stall_factor: float = 5.0
     straggler_tolerance: float = 0.10
     peak_flops_per_second: float | None = None  # per device, for ranks whose log has none
@@ -48,7 +52,7 @@ class AnalyzeOptions:
             raise InputError(
                 "--threshold", f"must be a fraction in (0, 1], got {self.threshold}", "e.g. 0.25"
             )
-        if self.warmup < 0:
+        if self.warmup is not None and self.warmup < 0:
             raise InputError(
                 "--warmup", f"must be >= 0 steps, got {self.warmup}", "pass 0 to keep every step"
             )
@@ -166,12 +170,16 @@ class RunSummary(BaseModel):
     first_step: int | None = None
     last_step: int | None = None
     duration_seconds: float | None = None
+    warmup: int = Field(DEFAULT_WARMUP, description="the warm-up setting used: --warmup, else the log's")
+    warmup_source: str = Field("default", description="where `warmup` comes from: option, log or default")
     warmup_steps: int = Field(0, description="steps left out of rates and MFU as warm-up")
     measured_from_step: int | None = Field(None, description="first step index counted after the warm-up")
     measured: Measured | None = None
     step_seconds: Distribution = Field(default_factory=Distribution)
     tokens_per_second: RateStats = Field(default_factory=RateStats)
     mfu: RateStats = Field(default_factory=RateStats)
+    mfu_suspect: bool = Field(False, description="a measured step's MFU is above 100%: wrong peak or FLOPs")
+    monitor_errors: int = Field(0, description="errors the monitor counted (run_end, summed over ranks)")
     threshold: float
     below_threshold_seconds: float | None = None
     below_threshold_steps: int | None = None
@@ -215,24 +223,43 @@ class AnalysisResult:
 
 
 def analyze(paths: Sequence[str | os.PathLike[str]], options: AnalyzeOptions | None = None) -> AnalysisResult:
-    """Read and summarise run logs. Raises ``InputError`` when no file holds a run record."""
+    """Read and summarise run logs (files, folders of them, globs; plain, .gz or .zst). Raises
+    ``InputError`` when no file holds a run record."""
     options = options or AnalyzeOptions()
+    with open_logs(paths, options) as store:
+        return summarize_store(store, options)
+
+
+def open_logs(
+    paths: Sequence[str | os.PathLike[str]], options: AnalyzeOptions, memory_limit: str = "2GB"
+) -> LogStore:
+    """The logs loaded into the engine (close it, or use ``with``), for ``summarize_store`` and queries;
+    ``memory_limit`` (e.g. "2GB") bounds the engine's memory, beyond which it spills to a temporary folder."""
     if not paths:
         raise InputError("LOG", "no run log given", "pass one or more JSONL run logs")
-    logs = read_logs(paths, per_file=options.per_file)
-    return summarize_logs(logs, options)
+    files = expand_paths(paths)
+    store = LogStore(memory_limit=memory_limit)
+    try:
+        store.load(files, per_file=options.per_file)
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
-def summarize_logs(logs: LogSet, options: AnalyzeOptions) -> AnalysisResult:
+def summarize_store(store: LogStore, options: AnalyzeOptions) -> AnalysisResult:
     runs: list[RunSummary] = []
     tables: list[StepTable] = []
     repeated_total = 0
-    for log in logs.runs.values():
-        table = build_step_table(log, options.peak_flops_per_second)
+    merged = store.step_tables(options.peak_flops_per_second)
+    for name, log in store.runs.items():
+        table = merged[name]
         repeated_total += table.repeated
-        runs.append(summarize_run(log, table, options))
+        runs.append(summarize_run(log, table, options, store))
         tables.append(table)
-    skipped = logs.skipped
+    skipped: Counter[str] = Counter()
+    for stats in store.files:
+        skipped.update(stats.skipped)
     if repeated_total:
         skipped["repeated_step"] += repeated_total
     ordered = {kind: skipped[kind] for kind in SKIP_KINDS if skipped[kind]}
@@ -247,7 +274,7 @@ def summarize_logs(logs: LogSet, options: AnalyzeOptions) -> AnalysisResult:
         FileOut(
             path=s.path, lines=s.lines, records=s.records, skipped={k: v for k, v in s.skipped.items() if v}
         )
-        for s in logs.files
+        for s in store.files
     ]
     analysis = Analysis(
         runs=runs,
@@ -278,9 +305,9 @@ def describe_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in counts.items())
 
 
-def summarize_run(log: RunLog, table: StepTable, options: AnalyzeOptions) -> RunSummary:
+def summarize_run(log: RunLog, table: StepTable, options: AnalyzeOptions, store: LogStore) -> RunSummary:
     summary = RunSummary(run=log.name, files=list(log.files), threshold=options.threshold)
-    _describe_run(summary, log, table, options)
+    _describe_run(summary, log, table, options, store.ranks.get(log.name, set()))
     if table.repeated:
         summary.notes.append(
             f"{table.repeated} repeated (rank, step) record(s) dropped; the first of each kept"
@@ -307,13 +334,19 @@ def summarize_run(log: RunLog, table: StepTable, options: AnalyzeOptions) -> Run
             "imported log: each record covers several steps, so distributions are over logged intervals"
         )
 
-    summary.measured_from_step = first_step + options.warmup
+    summary.measured_from_step = first_step + summary.warmup
     measured = start >= summary.measured_from_step
     summary.warmup_steps = int(table.span[~measured].sum())
     if not measured.any():
         summary.notes.append(
-            f"all {summary.steps} step(s) fall in the warm-up (--warmup {options.warmup}): "
+            f"all {summary.steps} step(s) fall in the warm-up (--warmup {summary.warmup}): "
             "pass a smaller --warmup"
+        )
+        _alerts(summary, log, options)
+        return summary
+    if summary.monitor_errors and summary.tokens == 0:
+        summary.notes.append(
+            "the monitor counted no tokens: tokens/s and MFU are unknown (not 0) — see its errors above"
         )
         _alerts(summary, log, options)
         return summary
@@ -322,13 +355,21 @@ def summarize_run(log: RunLog, table: StepTable, options: AnalyzeOptions) -> Run
     _throughput(summary, table, rows)
     _below_threshold(summary, table, rows, options)
     _stalls(summary, table, rows, options)
-    _ranks(summary, table, options)
-    _mfu_loss(summary, table, rows, options)
+    _ranks(summary, table, options, store)
+    _mfu_loss(summary, table, rows, options, store)
     _alerts(summary, log, options)
+    if summary.mfu.max is not None and summary.mfu.max > 1.0:
+        summary.mfu_suspect = True
+        summary.notes.append(
+            f"impossible: wrong peak or FLOPs — MFU reaches {summary.mfu.max:.0%} (above 100%); "
+            "check the peak (--peak-tflops) and the model's FLOPs per token"
+        )
     return summary
 
 
-def _describe_run(summary: RunSummary, log: RunLog, table: StepTable, options: AnalyzeOptions) -> None:
+def _describe_run(
+    summary: RunSummary, log: RunLog, table: StepTable, options: AnalyzeOptions, ranks_seen: set[int]
+) -> None:
     starts = [log.starts[r] for r in sorted(log.starts)]
 
     def common(key: str) -> Any:
@@ -340,7 +381,6 @@ def _describe_run(summary: RunSummary, log: RunLog, table: StepTable, options: A
     summary.dtype = common("dtype")
     summary.flops_per_token = common("flops_per_token")
     sizes = [s["world_size"] for s in starts if isinstance(s.get("world_size"), int)]
-    ranks_seen = set(np.unique(np.frombuffer(log.columns.rank, dtype=np.int64)).tolist()) | set(log.starts)
     summary.ranks = len(ranks_seen)
     summary.world_size = max(sizes) if sizes else (summary.ranks or None)
     per_device = {s.get("peak_flops_per_second") for s in starts}
@@ -356,6 +396,34 @@ def _describe_run(summary: RunSummary, log: RunLog, table: StepTable, options: A
         )
     if log.ends:
         summary.end = log.ends[min(log.ends)]
+        errors = [
+            (r, e)
+            for r, e in sorted(log.ends.items())
+            if isinstance(e.get("errors"), int) and e["errors"] > 0
+        ]
+        summary.monitor_errors = sum(e["errors"] for _, e in errors)
+        if errors:
+            reasons = sorted({str(e.get("reason")) for _, e in errors})
+            summary.notes.append(
+                f"the monitor logged {summary.monitor_errors} error(s) on rank(s) "
+                f"{', '.join(str(r) for r, _ in errors[:8])}{' ...' if len(errors) > 8 else ''} "
+                f"(run_end reason: {', '.join(reasons)}): figures may be missing or incomplete — "
+                "see the training log for the monitor's warning"
+            )
+    summary.warmup, summary.warmup_source = _warmup(log, options)
+
+
+def _warmup(log: RunLog, options: AnalyzeOptions) -> tuple[int, str]:
+    """The warm-up in steps: --warmup when given, else the run's logged ``warmup_steps`` (the largest over
+    ranks), else ``DEFAULT_WARMUP``."""
+    if options.warmup is not None:
+        return options.warmup, "option"
+    logged = [
+        s["warmup_steps"]
+        for s in log.starts.values()
+        if type(s.get("warmup_steps")) is int and s["warmup_steps"] >= 0
+    ]
+    return (max(logged), "log") if logged else (DEFAULT_WARMUP, "default")
 
 
 def _throughput(summary: RunSummary, table: StepTable, rows: np.ndarray) -> None:
@@ -446,8 +514,8 @@ def _stalls(summary: RunSummary, table: StepTable, rows: np.ndarray, options: An
     ]
 
 
-def _ranks(summary: RunSummary, table: StepTable, options: AnalyzeOptions) -> None:
-    stats = rank_stats(table.rec_rank, table.rec_seconds, table.slowest_rank, table.nranks)
+def _ranks(summary: RunSummary, table: StepTable, options: AnalyzeOptions, store: LogStore) -> None:
+    stats = rank_stats_from(store.rank_figures(summary.run), table.slowest_rank, table.nranks)
     out = []
     for s in stats:
         straggler = (
@@ -468,52 +536,67 @@ def _ranks(summary: RunSummary, table: StepTable, options: AnalyzeOptions) -> No
     summary.stragglers = [r.rank for r in out if r.straggler]
 
 
+_SPLIT_COLUMNS = {
+    "input_wait": "input_wait_seconds",
+    "real_tokens": "real_tokens",
+    "hardware_flops": "hardware_flops",
+    "sm_clock_ratio": "sm_clock_ratio",
+    "pre_backward": "pre_backward_seconds",
+}
+
+
 class _LossInputs:
-    """Per-record inputs of ``monitor.figures.attribution`` (one implementation, live and here), gathered a
-    chunk of records at a time so that a long log's split costs a few small arrays, not a dozen full ones.
+    """Per-record inputs of ``monitor.figures.attribution`` (one implementation, live and here), fetched
+    from the engine a chunk of records at a time (sorted by step, then rank) so that a long log's split costs
+    a few small arrays, not a dozen full ones.
 
     A record's time is its step's wall time (the slowest rank's, as ``mfu.overall`` uses), so the split of the
     measured steps adds up to 1 - ``mfu.overall``. The straggler wait of a record is the step's largest
-    ``pre_backward_seconds`` over ranks minus its own (known only where at least two ranks logged it)."""
+    ``pre_backward_seconds`` over ranks minus its own (known only where at least two ranks logged it). A run
+    none of whose records carries a split field, and whose ranks all have a peak, is split from the step
+    table alone (the same sums: only the capacity and the model FLOPs are known)."""
 
     CHUNK = 1 << 16  # records per chunk (cut at step boundaries: a step's ranks stay together)
 
-    def __init__(self, table: StepTable) -> None:
+    def __init__(self, table: StepTable, store: LogStore, name: str) -> None:
         self.table = table
+        self.store = store
+        self.name = name
         self.peaks = table.rank_peaks
-        self.bounds: list[tuple[int, int]] = []
-        row = table.rec_step_row
-        n, start = row.shape[0], 0
+        known = store.split_fields.get(name, [])
+        self.by_steps = not known and store.ranks.get(name, set()) <= set(self.peaks)
+        # record offsets of the step rows: the records of row r are offsets[r]:offsets[r + 1]
+        self.offsets = np.concatenate(([0], np.cumsum(table.nranks)))
+        self.bounds: list[tuple[int, int]] = []  # step rows [start, stop) per chunk
+        n, start = len(table), 0
         while start < n:
-            stop = min(n, start + self.CHUNK)
-            if stop < n:  # back to the first record of that step (or on past it, for a step of many ranks)
-                cut = int(np.searchsorted(row, row[stop], side="left"))
-                stop = cut if cut > start else int(np.searchsorted(row, row[stop], side="right"))
+            stop = int(np.searchsorted(self.offsets, self.offsets[start] + self.CHUNK, side="right")) - 1
+            stop = min(n, max(stop, start + 1))  # a step of more ranks than CHUNK goes whole
             self.bounds.append((start, stop))
             start = stop
 
-    def _sums(self, start: int, stop: int, select: np.ndarray) -> LossSums:
+    def _sums(self, rows: tuple[int, int], data: dict[str, np.ndarray], select: np.ndarray) -> LossSums:
         table = self.table
-        row = table.rec_step_row[start:stop]
-        ranks = table.rec_rank[start:stop][select]
+        start, stop = rows
+        row = np.repeat(np.arange(start, stop), table.nranks[start:stop])
+        ranks = data["rank"][select]
         unique, inverse = np.unique(ranks, return_inverse=True)
         peak = np.array([self.peaks.get(r, np.nan) for r in unique.tolist()], dtype=np.float64)[inverse]
 
         def column(name: str) -> np.ndarray | None:
-            values = table.rec_column(name, start, stop)
-            return None if values is None else values[select]
+            key = _SPLIT_COLUMNS.get(name, name)
+            return data[key][select] if key in data else None
 
-        flops = column("flops")
+        flops = data["model_flops"][select]
         real = column("real_tokens")
         real_fraction = None
         if real is not None:
-            tokens = column("tokens")
-            assert tokens is not None  # a core column: always there
+            tokens = data["tokens"][select]
             with np.errstate(divide="ignore", invalid="ignore"):
                 real_fraction = np.where(tokens > 0, real / tokens, np.nan)
         straggler = None
-        pre = table.rec_column("pre_backward", start, stop)
-        if pre is not None:
+        if "pre_backward_seconds" in data:
+            pre = data["pre_backward_seconds"]
             starts = np.flatnonzero(np.diff(row, prepend=-1))
             group = np.cumsum(np.diff(row, prepend=-1) != 0) - 1
             known = np.add.reduceat(np.isfinite(pre).astype(np.int64), starts)
@@ -524,7 +607,7 @@ class _LossInputs:
         return loss_sums(
             table.seconds[row[select]],
             peak,
-            flops if flops is not None else np.nan,
+            flops,
             hardware_flops=column("hardware_flops"),
             input_wait=column("input_wait"),
             straggler_wait=straggler,
@@ -532,35 +615,51 @@ class _LossInputs:
             real_fraction=real_fraction,
         )
 
-    def split(self, select: np.ndarray) -> MfuLossOut | None:
-        """The split over the records ``select`` (a boolean per record) marks."""
-        total = LossSums()
-        for start, stop in self.bounds:
-            chunk = select[start:stop]
-            if chunk.any():
-                total = total + self._sums(start, stop, chunk)
-        return MfuLossOut.of(split(total))
+    def split_many(self, selects: list[np.ndarray]) -> list[MfuLossOut | None]:
+        """The split over the step rows each boolean mask (one per step row) marks, in one pass."""
+        table = self.table
+        totals = [LossSums() for _ in selects]
+        if self.by_steps:
+            for i, select in enumerate(selects):
+                if select.any():
+                    totals[i] = loss_sums(table.seconds[select], table.peak[select], table.flops[select])
+            return [MfuLossOut.of(split(t)) for t in totals]
+        wanted = [b for b in self.bounds if any(s[b[0] : b[1]].any() for s in selects)]
+        record_bounds = [(int(self.offsets[a]), int(self.offsets[b])) for a, b in wanted]
+        chunks = self.store.record_chunks(self.name, record_bounds)
+        for (start, stop), data in zip(wanted, chunks, strict=True):
+            counts = table.nranks[start:stop]
+            for i, select in enumerate(selects):
+                rows = select[start:stop]
+                if rows.any():
+                    totals[i] = totals[i] + self._sums((start, stop), data, np.repeat(rows, counts))
+        return [MfuLossOut.of(split(t)) for t in totals]
 
 
-def _mfu_loss(summary: RunSummary, table: StepTable, rows: np.ndarray, options: AnalyzeOptions) -> None:
+def _mfu_loss(
+    summary: RunSummary, table: StepTable, rows: np.ndarray, options: AnalyzeOptions, store: LogStore
+) -> None:
     """The MFU gap split into causes over the measured steps, over all low-MFU episodes, and per listed
-    episode."""
-    inputs = _LossInputs(table)
-    rec_row = table.rec_step_row
+    episode (one pass over the records for all of them)."""
+    inputs = _LossInputs(table, store, summary.run)
     measured = np.zeros(len(table), dtype=bool)
     measured[rows] = True
-    summary.mfu_loss = inputs.split(measured[rec_row])
     mfu = table.mfu
     low = measured & np.isfinite(mfu) & (mfu < options.threshold)
-    if low.any():
-        summary.mfu_loss_low_mfu = inputs.split(low[rec_row])
+    selects = [measured, low]
     for episode in summary.low_mfu_episodes:
-        # the episode's rows (steps are sorted), then its records
+        # the episode's rows (steps are sorted)
         first = int(np.searchsorted(table.step, episode.start_step, side="left"))
         last = int(np.searchsorted(table.step, episode.end_step, side="right"))
         inside = np.zeros(len(table), dtype=bool)
         inside[first:last] = low[first:last]
-        episode.mfu_loss = inputs.split(inside[rec_row])
+        selects.append(inside)
+    splits = inputs.split_many(selects)
+    summary.mfu_loss = splits[0]
+    if low.any():
+        summary.mfu_loss_low_mfu = splits[1]
+    for episode, loss in zip(summary.low_mfu_episodes, splits[2:], strict=True):
+        episode.mfu_loss = loss
 
 
 def _alerts(summary: RunSummary, log: RunLog, options: AnalyzeOptions) -> None:

@@ -1,0 +1,720 @@
+"""Run logs read, checked and merged by an embedded analytical engine (DuckDB): any number of files, in
+parallel on every core, out of core with bounded memory (docs/analysis.md, "Speed and memory").
+
+One pass reads every line of every file as text (plain, gzip ``.gz`` or zstd ``.zst``), parses it once with
+the engine's JSON functions and classifies it; a bad line is counted and skipped, never an error. The
+classification is that of the reference reader ``monitor.analysis.read`` (its docstring lists the skip
+kinds), and the step record's fields, types and limits come from ``monitor.schema.StepRecord``: a required
+field (or one with a default) that is absent, of the wrong type, outside its declared bounds or not finite
+makes the record a ``missing_field`` / ``bad_value``; an optional field (default null) that is any of these
+is unknown (NULL). Records are kept in a database file in a private temporary folder (deleted on close), so
+the memory used stays under the engine's limit whatever the size of the logs.
+
+Tables and views (``LogStore.sql``, ``mfu analyze --sql``):
+- ``steps``: the merged step table, one row per run and step index (``STEP_COLUMNS``);
+- ``records``: the step records kept (one per run, rank and step), with every field of the schema;
+- ``run_info``: one row per run and rank with ``run_start``'s fields (model, device, peak, ...).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import tempfile
+import types
+import typing
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from glob import glob, has_magic
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from monitor.analysis.read import RunLog, _take_other
+from monitor.analysis.steps import StepTable, peaks_by_rank
+from monitor.errors import InputError
+from monitor.schema import StepRecord
+
+# Suffixes a directory is searched for (recursively); compressed logs are read as they are.
+LOG_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".json.zst", ".log")
+_INT_LIMIT = 1 << 62  # step, rank and span are signed 64-bit integers
+
+# Step-record fields the reader uses that the schema may not (yet) declare: (type, default, lower bound,
+# lower bound inclusive). A declaration in ``monitor.schema.StepRecord`` wins.
+_READER_FIELDS: dict[str, tuple[str, Any, float | None, bool]] = {
+    "interval_steps": ("int", 1, 1, True),  # optimizer steps a record covers (imports log every N steps)
+    "input_wait_seconds": ("num", None, 0, True),
+    "real_tokens": ("num", None, 0, True),
+    "hardware_flops": ("num", None, 0, True),
+    "sm_clock_ratio": ("num", None, 0, True),
+    "pre_backward_seconds": ("num", None, 0, True),
+}
+# Integer fields the reader has always accepted as any number (imports average tokens over an interval).
+_ANY_NUMBER = frozenset({"tokens"})
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field of the step record as the engine checks it."""
+
+    name: str
+    kind: str  # "int", "num" or "str"
+    required: bool
+    default: Any  # None: optional (a bad value is unknown); else a bad value makes the record bad
+    lower: float | None = None
+    lower_inclusive: bool = True
+    upper: float | None = None
+    upper_inclusive: bool = True
+
+    @property
+    def strict(self) -> bool:
+        return self.required or self.default is not None
+
+
+def _base_kind(annotation: Any) -> str | None:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    if annotation is bool:
+        return None
+    if annotation is int:
+        return "int"
+    if annotation is float:
+        return "num"
+    if annotation is str:
+        return "str"
+    return None
+
+
+def step_fields() -> list[FieldSpec]:
+    """The step record's scalar fields, their types and bounds, from ``monitor.schema.StepRecord`` (plus
+    ``_READER_FIELDS`` the schema does not declare)."""
+    out: list[FieldSpec] = []
+    for name, info in StepRecord.model_fields.items():
+        kind = _base_kind(info.annotation)
+        if name == "event" or kind is None:
+            continue
+        if name in _ANY_NUMBER:
+            kind = "num"
+        spec: dict[str, Any] = {}
+        for meta in info.metadata:
+            for attr, key, inclusive in (("ge", "lower", True), ("gt", "lower", False),
+                                         ("le", "upper", True), ("lt", "upper", False)):  # fmt: skip
+                value = getattr(meta, attr, None)
+                if value is not None:
+                    spec[key] = float(value)
+                    spec[f"{key}_inclusive"] = inclusive
+        default = None if info.is_required() else info.get_default()
+        out.append(FieldSpec(name, kind, info.is_required(), default, **spec))
+    declared = {f.name for f in out}
+    for name, (kind, default, lower, inclusive) in _READER_FIELDS.items():
+        if name not in declared:
+            out.append(FieldSpec(name, kind, False, default, lower, inclusive))
+    return out
+
+
+def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Files to read: each path as given, a directory's run logs (recursively, sorted), a glob's matches
+    (sorted). Raises ``OSError`` for a file that does not exist, ``InputError`` for a glob or directory that
+    holds no log."""
+    out: list[Path] = []
+    for raw in paths:
+        text = os.fspath(raw)
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(LOG_SUFFIXES)
+            )
+            if not found:
+                raise InputError(
+                    "LOG", f"{text}: no run log in this folder ({', '.join(LOG_SUFFIXES)})", "pass the files"
+                )
+            out.extend(found)
+        elif not path.exists() and has_magic(text):
+            matches = sorted(Path(p) for p in glob(text, recursive=True) if Path(p).is_file())
+            if not matches:
+                raise InputError("LOG", f"{text}: no file matches this pattern", "check the pattern")
+            out.extend(matches)
+        else:
+            if not path.is_file():
+                if path.exists():
+                    raise InputError("LOG", f"{text}: not a file", "pass a run log or a folder of them")
+                raise FileNotFoundError(2, "No such file or directory", text)
+            out.append(path)
+    return out
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+_JSON_INTS = "('UBIGINT', 'BIGINT')"
+_JSON_NUMBERS = "('UBIGINT', 'BIGINT', 'DOUBLE')"
+
+
+def _valid(f: FieldSpec, value: str, jtype: str) -> str:
+    """SQL condition that a field present in a record is of its type, finite and within its bounds; ``value``
+    is its typed value, ``jtype`` its JSON type as ``json_type`` names it."""
+    if f.kind == "str":
+        return f"{jtype} = 'VARCHAR'"
+    if f.kind == "int":
+        conds = [f"{jtype} IN {_JSON_INTS}", f"{value} IS NOT NULL", f"abs({value}) < {_INT_LIMIT}"]
+    else:
+        conds = [f"{jtype} IN {_JSON_NUMBERS}", f"isfinite({value})"]
+    if f.lower is not None:
+        conds.append(f"{value} {'>=' if f.lower_inclusive else '>'} {f.lower!r}")
+    if f.upper is not None:
+        conds.append(f"{value} {'<=' if f.upper_inclusive else '<'} {f.upper!r}")
+    return "(" + " AND ".join(conds) + ")"
+
+
+def _other_fields() -> list[str]:
+    """Fields of run_start, run_end and alert records: those the schema declares, and those the analysis reads
+    that it may not (yet) declare."""
+    from monitor.schema import AlertRecord, RunEnd, RunStart
+
+    names: list[str] = []
+    for model in (RunStart, RunEnd, AlertRecord):
+        names.extend(n for n in model.model_fields if n not in names)
+    names.extend(n for n in ("devices", "warmup_steps") if n not in names)
+    return names
+
+
+def _sql_type(f: FieldSpec) -> str:
+    return {"int": "BIGINT", "num": "DOUBLE", "str": "VARCHAR"}[f.kind]
+
+
+def _default_sql(f: FieldSpec) -> str:
+    if f.kind == "str":
+        return _sql_str(str(f.default))
+    return repr(f.default) if f.kind == "num" else str(int(f.default))
+
+
+@dataclass
+class FileCounts:
+    path: str
+    lines: int = 0
+    records: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+# the MFU-loss split's optional fields (``monitor.figures.attribution``)
+SPLIT_FIELDS = (
+    "input_wait_seconds",
+    "real_tokens",
+    "hardware_flops",
+    "sm_clock_ratio",
+    "pre_backward_seconds",
+)
+STEP_COLUMNS = (
+    ("run", "run name"),
+    ("step", "step index (the last optimizer step the row covers)"),
+    ("span", "optimizer steps the row covers (1 unless imported from a tool that logs every N steps)"),
+    ("time_end", "unix seconds the step ended (latest rank)"),
+    ("seconds", "step wall time: the slowest rank's step_seconds"),
+    ("tokens", "tokens, sum over ranks"),
+    ("model_flops", "model FLOPs, sum over ranks"),
+    ("peak", "sum of the reporting ranks' peak FLOP/s (NULL if any is unknown)"),
+    ("nranks", "ranks that reported the step"),
+    ("slowest_rank", "rank with the longest step_seconds (the lowest such rank)"),
+    ("mfu", "model_flops / (seconds x peak); NULL where the peak is unknown or seconds is 0"),
+)
+
+
+class LogStore:
+    """Logs loaded into a private DuckDB database; ``close()`` (or ``with``) deletes it."""
+
+    def __init__(self, memory_limit: str | None = None, threads: int | None = None) -> None:
+
+        self.folder = Path(tempfile.mkdtemp(prefix="mfu-analyze-"))
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "preserve_insertion_order": True,  # a table's rowid is then the line's place in the input
+            "temp_directory": str(self.folder / "spill"),
+        }
+        if threads:
+            config["threads"] = threads
+        if memory_limit:
+            config["memory_limit"] = memory_limit
+        self.con = duckdb.connect(str(self.folder / "logs.duckdb"), config=config)
+        self.con.execute("SET enable_progress_bar = false")  # nothing on the user's terminal
+        self.fields = step_fields()
+        self.files: list[FileCounts] = []
+        self.runs: dict[str, RunLog] = {}
+        self.repeated: dict[str, int] = {}
+        self.ranks: dict[str, set[int]] = {}
+        self.split_fields: dict[str, list[str]] = {}
+
+    def __enter__(self) -> LogStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.con.close()
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    # --- loading ---------------------------------------------------------------------------------------
+    def load(self, paths: Sequence[Path], per_file: bool = False) -> None:
+        """Read, parse and classify every line of ``paths`` (one pass, in parallel), then the records."""
+        self.paths = [str(p) for p in paths]
+        self.files = [FileCounts(path=p) for p in self.paths]
+        fields = self.fields
+        # each line is parsed twice by the engine, both vectorised: once into typed values
+        # (``json_transform``), once for the JSON type of each field (``json_type``), which tells an integer
+        # from a float, a string or a bool exactly as the reference reader does
+        struct = (
+            "{" + ", ".join(['"event": "VARCHAR"', *(f'"{f.name}": "{_sql_type(f)}"' for f in fields)]) + "}"
+        )
+        json_paths = "[" + ", ".join(["'$.event'", *(_sql_str(f"$.{f.name}") for f in fields)]) + "]"
+        jtype = {f.name: f'"t_{f.name}"' for f in fields}
+        value = {f.name: f'"v_{f.name}"' for f in fields}
+        unpack = ", ".join(
+            [f't[{i + 2}] AS {jtype[f.name]}, x."{f.name}" AS {value[f.name]}' for i, f in enumerate(fields)]
+        )
+        missing = " OR ".join(f"{jtype[f.name]} IS NULL" for f in fields if f.required) or "false"
+        checks = []
+        for f in fields:
+            if f.strict:
+                valid = _valid(f, value[f.name], jtype[f.name])
+                checks.append(valid if f.required else f"({jtype[f.name]} IS NULL OR {valid})")
+        good = " AND ".join(checks) or "true"
+        # the fast path reads a JSON null as absent: a step record missing a required field or its rank may
+        # hold a null there instead (a bad value), which only the line-by-line path tells apart
+        ambiguous = (
+            " OR ".join(
+                f"{jtype[f.name]} IS NULL" for f in fields if f.required or (f.strict and f.name == "rank")
+            )
+            or "false"
+        )
+        # plain boolean columns first (vectorised), then one CASE over them
+        step_kind = (
+            "CASE WHEN has_missing THEN 'missing_field' WHEN NOT all_good THEN 'bad_value' ELSE 'step' END"
+        )
+        blank = "line IS NULL OR trim(line, ' \t\r\n\f\v') = ''"
+        # (the fast path has no line text: each of its lines is a JSON object)
+        is_object = "CASE WHEN line IS NULL THEN true ELSE json_type(coalesce(fixed, line)) = 'OBJECT' END"
+        kind = f"""CASE
+            WHEN invalid THEN (CASE WHEN {blank} THEN 'blank' WHEN json_valid(line) THEN 'not_object'
+                                    ELSE 'not_json' END)
+            WHEN t_event IS NULL THEN (CASE WHEN {is_object} THEN 'missing_field' ELSE 'not_object' END)
+            WHEN t_event = 'NULL' THEN 'missing_field'
+            WHEN t_event <> 'VARCHAR' THEN 'bad_value'
+            WHEN event = 'step' AND nulls_unknown AND ({ambiguous}) THEN 'recheck'
+            WHEN event = 'step' THEN {step_kind}
+            WHEN event IN ('run_start', 'run_end', 'alert') THEN 'other'
+            ELSE 'unknown_event' END"""
+        cols = []
+        for f in fields:
+            out = value[f.name]
+            if f.strict and not f.required:
+                out = f"coalesce({out}, {_default_sql(f)})"
+            elif not f.strict:
+                out = f"CASE WHEN {_valid(f, out, jtype[f.name])} THEN {out} END"
+            cols.append(f'{out} AS "{f.name}"')  # read only where kind = 'step'
+        prefixes = "[" + ", ".join(_sql_str(f"{Path(p).name}:") for p in self.paths) + "]"
+        name = f"list_extract({prefixes}, f + 1) || v_run" if per_file else "v_run"
+        files = "[" + ", ".join(_sql_str(p) for p in self.paths) + "]"
+
+        def tail(line: str) -> str:
+            return f"""
+            checked AS (
+                SELECT *, ({missing}) AS has_missing, coalesce(({good}), false) AS all_good FROM unpacked),
+            classified AS (SELECT *, {kind} AS kind FROM checked)
+            SELECT f, kind, {name} AS name, {", ".join(cols)},
+                CASE WHEN kind = 'other' THEN {line} END AS line
+            FROM classified"""
+
+        self.fast = True
+        try:
+            # fast path: the engine's own NDJSON reader, each field as its JSON text (its type is told by its
+            # first character), for logs whose every line is a JSON object
+            source, line = self._fragments(files)
+            self.con.execute(f"CREATE TABLE _lines AS WITH {source}, {tail(line)}")
+            if self.con.execute("SELECT count(*) FROM _lines WHERE kind = 'recheck'").fetchone() != (0,):
+                raise duckdb.InvalidInputException("a step record may hold a JSON null")
+        except (duckdb.InvalidInputException, duckdb.ConversionException):
+            # a line that is not a JSON object somewhere: every line as text, parsed and classified one by one
+            self.fast = False
+            self.con.execute("DROP TABLE IF EXISTS _lines")
+            source = self._lines(files, struct, json_paths, unpack)
+            self.con.execute(f"CREATE TABLE _lines AS WITH {source}, {tail('line')}")
+        self._count_lines()
+        self._accept()
+        self._others(per_file)
+        self._describe_runs()
+
+    def _lines(self, files: str, struct: str, json_paths: str, unpack: str) -> str:
+        """The line-by-line source: ``unpacked`` (f, line, fixed, invalid, event, t_event, t_/v_ per
+        field)."""
+        # Python's json module reads NaN and Infinity, which JSON does not have: such a line is read with
+        # them as null (unknown), which every check treats as the reference reader treats NaN and Infinity
+        fixed = "regexp_replace(line, '-?\\bInfinity\\b|\\bNaN\\b', 'null', 'g')"
+        return f"""
+            src AS (
+                SELECT file_index::INTEGER AS f, line FROM read_csv({files}, columns={{'line': 'VARCHAR'}},
+                    delim='\\x01', quote='', escape='', header=false, auto_detect=false, strict_mode=false,
+                    max_line_size=16777216, ignore_errors=true, store_rejects=true)),
+            first AS (SELECT f, line, try(json_transform(line, '{struct}')) AS x0 FROM src),
+            second AS (
+                SELECT f, line, x0, CASE WHEN x0 IS NULL AND regexp_matches(line, 'NaN|Infinity')
+                    THEN {fixed} END AS fixed
+                FROM first),
+            parsed AS (
+                SELECT f, line, fixed, coalesce(x0, try(json_transform(fixed, '{struct}'))) AS x,
+                    CASE WHEN x0 IS NOT NULL THEN json_type(line, {json_paths})
+                         WHEN fixed IS NOT NULL THEN try(json_type(fixed, {json_paths})) END AS t
+                FROM second),
+            unpacked AS (
+                SELECT f, line, fixed, x IS NULL AS invalid, false AS nulls_unknown, x.event AS event,
+                    t[1] AS t_event, {unpack}
+                FROM parsed)"""
+
+    def _fragments(self, files: str) -> tuple[str, str]:
+        """The fast source: the same ``unpacked`` columns from DuckDB's NDJSON reader, each field read as its
+        JSON text; ``line`` (for run_start, run_end and alert records) is rebuilt from the fields the schema
+        declares for them. Fails (an engine error) on any line that is not a JSON object."""
+        keys = ["event", *(f.name for f in self.fields)]
+        for key in _other_fields():
+            if key not in keys:
+                keys.append(key)
+        columns = "{" + ", ".join(f"{_sql_str(k)}: 'JSON'" for k in keys) + "}"
+
+        def text(key: str) -> str:
+            return f'("{key}"::VARCHAR)'
+
+        def jtype(key: str) -> str:
+            t = text(key)
+            number = f"contains({t}, '.') OR contains({t}, 'e') OR contains({t}, 'E')"
+            return f"""CASE WHEN {t} IS NULL THEN NULL ELSE CASE left({t}, 1)
+                WHEN '"' THEN 'VARCHAR' WHEN 't' THEN 'BOOLEAN' WHEN 'f' THEN 'BOOLEAN'
+                WHEN 'n' THEN 'NULL' WHEN 'N' THEN 'NULL' WHEN 'I' THEN 'NULL' WHEN '{{' THEN 'OBJECT'
+                WHEN '[' THEN 'ARRAY'
+                ELSE (CASE WHEN {number} THEN 'DOUBLE' WHEN left({t}, 1) = '-' THEN 'BIGINT'
+                           ELSE 'UBIGINT' END)
+                END END"""
+
+        def string(key: str) -> str:
+            t = text(key)
+            return (
+                f"CASE WHEN left({t}, 1) = '\"' THEN (CASE WHEN contains({t}, '\\') "
+                f"THEN json_extract_string({t}, '$') ELSE {t}[2:-2] END) END"
+            )
+
+        parts = []
+        for f in self.fields:
+            value = string(f.name) if f.kind == "str" else f"TRY_CAST({text(f.name)} AS {_sql_type(f)})"
+            parts.append(f'{jtype(f.name)} AS "t_{f.name}", {value} AS "v_{f.name}"')
+        pairs = ", ".join(
+            f'CASE WHEN "k_{i}" IS NOT NULL THEN {_sql_str(json.dumps(k) + ":")} || "k_{i}" END'
+            for i, k in enumerate(keys)
+        )
+        raw = ", ".join(f'{text(k)} AS "k_{i}"' for i, k in enumerate(keys))
+        source = f"""
+            unpacked AS (
+                SELECT file_index::INTEGER AS f, NULL::VARCHAR AS line, NULL::VARCHAR AS fixed,
+                    false AS invalid, true AS nulls_unknown,
+                    {string("event")} AS event,
+                    {jtype("event")} AS t_event, {", ".join(parts)}, {raw}
+                FROM read_json({files}, format='newline_delimited', columns={columns},
+                               maximum_object_size=16777216))"""
+        return source, f"'{{' || concat_ws(',', {pairs}) || '}}'"
+
+    def _count_lines(self) -> None:
+        rows = self.con.execute(
+            "SELECT f, kind, count(*) FROM _lines GROUP BY ALL ORDER BY f, kind"
+        ).fetchall()
+        last_kind = dict(
+            self.con.execute(
+                "SELECT f, kind FROM _lines WHERE rowid IN (SELECT max(rowid) FROM _lines GROUP BY f)"
+            ).fetchall()
+        )
+        for f, kind, n in rows:
+            stats = self.files[f]
+            stats.lines += n
+            if kind not in ("blank", "step", "other"):
+                stats.skipped[kind] += n
+        rejects = (
+            []
+            if self.fast
+            else self.con.execute(
+                "SELECT s.file_path, e.line FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id)"
+            ).fetchall()
+        )
+        reject_lines: dict[int, list[int]] = {}
+        by_path: dict[str, list[int]] = {}
+        for i, p in enumerate(self.paths):
+            by_path.setdefault(p, []).append(i)
+        for path, line in rejects:
+            index = by_path.get(path, [0])[0]
+            reject_lines.setdefault(index, []).append(int(line))
+        for index, stats in enumerate(self.files):
+            lines = reject_lines.get(index, [])
+            stats.lines += len(lines)
+            last_is_reject = bool(lines) and max(lines) == stats.lines
+            stats.skipped["not_json"] += len(lines)
+            # only a file's last line can lack its newline: a not-JSON last line without one is a torn write
+            if (last_is_reject or last_kind.get(index) == "not_json") and not _ends_with_newline(
+                Path(stats.path)
+            ):
+                stats.skipped["not_json"] -= 1
+                stats.skipped["torn_line"] += 1
+            for kind in [k for k, v in stats.skipped.items() if not v]:
+                del stats.skipped[kind]
+
+    def _accept(self) -> None:
+        """The step records kept (``_records``): those whose clock does not go back (per file, run and rank)
+        and the first of each (run, rank, step)."""
+        self.con.execute("""
+            CREATE TABLE _dropped AS
+            SELECT seq, 'clock_backwards' AS why, f FROM (
+                SELECT rowid AS seq, f, time, max(time) OVER (PARTITION BY f, hash(name), rank ORDER BY rowid
+                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
+                FROM _lines WHERE kind = 'step')
+            WHERE time < before
+        """)
+        self.con.execute("""
+            INSERT INTO _dropped
+            WITH kept AS (
+                SELECT rowid AS seq, name, rank, step FROM _lines
+                WHERE kind = 'step' AND rowid NOT IN (SELECT seq FROM _dropped)),
+            repeated AS (SELECT name, rank, step FROM kept GROUP BY ALL HAVING count(*) > 1)  -- usually none
+            SELECT seq, 'repeated_step', NULL FROM (
+                SELECT seq, row_number() OVER (PARTITION BY name, rank, step ORDER BY seq) AS n
+                FROM kept SEMI JOIN repeated USING (name, rank, step))
+            WHERE n > 1
+        """)
+        names = ", ".join(f'"{f.name}"' for f in self.fields)
+        self.con.execute(f"""
+            CREATE VIEW _accepted AS SELECT rowid AS seq, f, name, {names} FROM _lines
+            WHERE kind = 'step' AND rowid NOT IN (SELECT seq FROM _dropped WHERE why = 'clock_backwards')
+        """)
+        self.con.execute("""
+            CREATE VIEW _records AS SELECT * EXCLUDE (seq, f) FROM _accepted
+            WHERE seq NOT IN (SELECT seq FROM _dropped WHERE why = 'repeated_step')
+        """)
+        steps = dict(
+            self.con.execute("SELECT f, count(*) FROM _lines WHERE kind = 'step' GROUP BY f").fetchall()
+        )
+        backwards = dict(
+            self.con.execute(
+                "SELECT f, count(*) FROM _dropped WHERE why = 'clock_backwards' GROUP BY f"
+            ).fetchall()
+        )
+        for index, stats in enumerate(self.files):
+            stats.records += steps.get(index, 0) - backwards.get(index, 0)
+            if backwards.get(index):
+                stats.skipped["clock_backwards"] += backwards[index]
+        self.repeated = dict(
+            self.con.execute("""
+                SELECT l.name, count(*) FROM _dropped d JOIN _lines l ON l.rowid = d.seq
+                WHERE d.why = 'repeated_step' GROUP BY l.name
+            """).fetchall()
+        )
+
+    def _others(self, per_file: bool) -> None:
+        """run_start, run_end and alert records (a few per rank), checked by the schema's models in order."""
+        order: dict[str, int] = {}
+        files_of: dict[str, list[tuple[int, int]]] = {}
+        for name, first, f in self.con.execute(
+            "SELECT name, min(seq), f FROM _accepted GROUP BY name, f"
+        ).fetchall():
+            order[name] = min(order.get(name, first), first)
+            files_of.setdefault(name, []).append((first, f))
+        self.derived = self.con.execute("""
+            SELECT name, rank, arg_min(model_flops / (step_seconds * mfu), seq) FROM _accepted
+            WHERE mfu > 0 AND step_seconds > 0 AND model_flops > 0 GROUP BY name, rank
+        """).fetchall()
+        logs: dict[str, RunLog] = {}
+        cursor = self.con.execute("SELECT rowid, f, line FROM _lines WHERE kind = 'other' ORDER BY rowid")
+        while True:
+            batch = cursor.fetchmany(10_000)
+            if not batch:
+                break
+            for seq, f, line in batch:
+                stats = self.files[f]
+                try:
+                    obj = json.loads(line)
+                except (ValueError, RecursionError):
+                    stats.skipped["not_json"] += 1
+                    continue
+                prefix = f"{Path(stats.path).name}:" if per_file else ""
+                name = _take_other(obj, prefix, stats.skipped, logs)
+                if name is None:
+                    continue
+                stats.records += 1
+                if name not in order or seq < order[name]:
+                    order[name] = seq
+                files_of.setdefault(name, []).append((seq, f))
+        for name in sorted(order, key=order.__getitem__):
+            log = logs.get(name) or RunLog(name=name)
+            seen: list[str] = []
+            for _, f in sorted(files_of.get(name, [])):
+                if self.paths[f] not in seen:
+                    seen.append(self.paths[f])
+            log.files = seen
+            self.runs[name] = log
+        for name, rank, peak in self.derived:
+            self.runs[name].derived_peaks[int(rank)] = float(peak)
+
+    def _describe_runs(self) -> None:
+        self.ranks = {name: set(log.starts) for name, log in self.runs.items()}
+        for name, rank in self.con.execute("SELECT DISTINCT name, rank FROM _accepted").fetchall():
+            self.ranks[name].add(int(rank))
+        counts = ", ".join(f'count("{c}")' for c in SPLIT_FIELDS)
+        for name, *known in self.con.execute(f"SELECT name, {counts} FROM _records GROUP BY name").fetchall():
+            self.split_fields[name] = [c for c, n in zip(SPLIT_FIELDS, known, strict=True) if n]
+
+    # --- the merge ------------------------------------------------------------------------------------------
+    def step_tables(self, peak_override: float | None) -> dict[str, StepTable]:
+        """Merge each run's records by step index (``monitor.analysis.steps`` conventions) and create the
+        ``steps`` view."""
+        self.con.execute("CREATE OR REPLACE TABLE _peaks (name VARCHAR, rank BIGINT, peak DOUBLE)")
+        self.rank_peaks = {name: peaks_by_rank(log, peak_override) for name, log in self.runs.items()}
+        rows = [(name, rank, peak) for name, peaks in self.rank_peaks.items() for rank, peak in peaks.items()]
+        if rows:
+            self.con.executemany("INSERT INTO _peaks VALUES (?, ?, ?)", rows)
+        self.con.execute("""
+            CREATE OR REPLACE TABLE _steps AS
+            SELECT r.name AS run, step, max(interval_steps) AS span, max(time) AS time_end,
+                max(step_seconds) AS seconds, sum(tokens) AS tokens, sum(model_flops) AS model_flops,
+                CASE WHEN count(p.peak) = count(*) THEN sum(p.peak) END AS peak, count(*) AS nranks,
+                arg_max(r.rank, (step_seconds, -r.rank)) AS slowest_rank
+            FROM _records r LEFT JOIN _peaks p ON p.name = r.name AND p.rank = r.rank
+            GROUP BY r.name, step ORDER BY r.name, step
+        """)
+        self.con.execute("""
+            CREATE OR REPLACE VIEW steps AS SELECT *,
+                CASE WHEN seconds * peak > 0 THEN model_flops / (seconds * peak) END AS mfu FROM _steps
+        """)
+        data = self.con.execute(
+            "SELECT run, step, span, time_end, seconds, tokens, model_flops, coalesce(peak, 'NaN'::DOUBLE), "
+            "nranks, slowest_rank FROM _steps ORDER BY run, step"
+        ).fetchnumpy()
+        names = np.asarray(data["run"], dtype=object)
+        out: dict[str, StepTable] = {}
+        for name in self.runs:
+            where = np.flatnonzero(names == name)
+            lo, hi = (int(where[0]), int(where[-1]) + 1) if where.shape[0] else (0, 0)
+
+            def col(key: str, dtype: Any, lo: int = lo, hi: int = hi) -> np.ndarray:
+                return np.ascontiguousarray(np.asarray(data[key][lo:hi]), dtype=dtype)
+
+            out[name] = StepTable(
+                step=col("step", np.int64),
+                span=col("span", np.int64),
+                time_end=col("time_end", np.float64),
+                seconds=col("seconds", np.float64),
+                tokens=col("tokens", np.float64),
+                flops=col("model_flops", np.float64),
+                peak=col(list(data)[7], np.float64),
+                nranks=col("nranks", np.int64),
+                slowest_rank=col("slowest_rank", np.int64),
+                repeated=int(self.repeated.get(name, 0)),
+                rank_peaks=self.rank_peaks[name],
+            )
+        return out
+
+    def rank_figures(self, name: str) -> list[tuple[int, int, float, float]]:
+        """(rank, records, median step_seconds, mean step_seconds) per rank of a run, by rank."""
+        return [
+            (int(r), int(n), float(med), float(mean))
+            for r, n, med, mean in self.con.execute(
+                "SELECT rank, count(*), quantile_cont(step_seconds, 0.5), avg(step_seconds) FROM _records "
+                "WHERE name = ? GROUP BY rank ORDER BY rank",
+                [name],
+            ).fetchall()
+        ]
+
+    def record_chunks(self, name: str, bounds: Sequence[tuple[int, int]]) -> Iterator[dict[str, np.ndarray]]:
+        """The run's records sorted by step then rank, a slice ``[start, stop)`` at a time: ``rank``,
+        ``model_flops``, ``tokens`` and the split's optional fields present in the run (NaN = unknown)."""
+        known = self.split_fields.get(name, [])
+        cols = ", ".join(["rank", "model_flops", "tokens", *(f'"{c}"' for c in known)])
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE run_records AS SELECT {cols} FROM _records WHERE name = ? "
+            "ORDER BY step, rank",
+            [name],
+        )
+        for start, stop in bounds:
+            data = self.con.execute(
+                f"SELECT {cols} FROM run_records WHERE rowid >= ? AND rowid < ?", [start, stop]
+            ).fetchnumpy()
+            out = {}
+            for key, values in data.items():
+                arr = np.ma.filled(np.ma.asarray(values, dtype=np.float64), np.nan)
+                out[key] = np.asarray(arr, dtype=np.int64) if key == "rank" else arr
+            yield out
+
+    # --- queries ------------------------------------------------------------------------------------------
+    def sql(self, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run a query over the ``steps``, ``records`` and ``run_info`` views; returns (columns, rows)."""
+        self._views()
+        try:
+            cursor = self.con.execute(query)
+        except Exception as exc:  # the engine's own error, as one line
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError("--sql", message, "query the views steps, records and run_info") from None
+        columns = [d[0] for d in cursor.description] if cursor.description else []
+        return columns, cursor.fetchall()
+
+    def export_parquet(self, out: str | os.PathLike[str]) -> Path:
+        self._views()
+        target = Path(out)
+        self.con.execute(
+            f"COPY (SELECT * FROM steps ORDER BY run, step) TO {_sql_str(str(target))} "
+            "(FORMAT parquet, COMPRESSION zstd)"
+        )
+        return target
+
+    def _views(self) -> None:
+        info = (
+            "model",
+            "device",
+            "dtype",
+            "world_size",
+            "peak_flops_per_second",
+            "flops_per_token",
+            "seq_len",
+        )
+        rows = [
+            (name, rank, *(start.get(key) for key in info))
+            for name, log in self.runs.items()
+            for rank, start in sorted(log.starts.items())
+        ]
+        self.con.execute(
+            "CREATE OR REPLACE TABLE run_info (run VARCHAR, rank BIGINT, model VARCHAR, device VARCHAR, "
+            "dtype VARCHAR, world_size BIGINT, peak_flops_per_second DOUBLE, flops_per_token DOUBLE, "
+            "seq_len BIGINT)"
+        )
+        if rows:
+            self.con.executemany("INSERT INTO run_info VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self.con.execute(
+            "CREATE OR REPLACE VIEW records AS SELECT * EXCLUDE (name, run), name AS run FROM _records"
+        )
+
+
+def _ends_with_newline(path: Path) -> bool:
+    """Whether the file's (decompressed) content ends with a newline; only asked when its last line is bad."""
+    name = path.name.lower()
+    if not name.endswith((".gz", ".zst")):
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() == 0:
+                return True
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) == b"\n"
+    import zstandard
+
+    last = b"\n"
+    with gzip.open(path, "rb") if name.endswith(".gz") else zstandard.open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            last = chunk[-1:]
+    return last == b"\n"
