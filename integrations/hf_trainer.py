@@ -137,7 +137,6 @@ class MFUTrainerCallback(MonitorHolder, TrainerCallback):
         self.close("train_end")
 
 
-
 class _FiguresFirst(TrainerCallback):
     """The callback's companion at the front of the Trainer's list: its ``on_log`` adds the figures before
     the ``report_to`` integrations' ``on_log`` hands ``logs`` to W&B, TensorBoard, MLflow, ..."""

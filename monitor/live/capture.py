@@ -211,11 +211,16 @@ class StepCapture:
     def step(
         self, tokens: int | None = None, *, real_tokens: int | None = None, seq_len: int | None = None
     ) -> None:
-        """Close a step by hand (see ``MFUMonitor.step``)."""
-        if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0):
-            raise InputError(
-                "tokens", f"must be a non-negative integer, got {tokens!r}", "pass mon.step(tokens=n)"
-            )
+        """Close a step by hand (see ``MFUMonitor.step``). A bad argument is the caller's bug: it raises
+        ``InputError`` here, before anything is counted, so the run's figures stay as they were."""
+        check_step_arguments(tokens, real_tokens, seq_len)
+        if real_tokens is not None and tokens is None:
+            counted = self.tok + sum((self.other or {}).values())
+            if real_tokens > counted:
+                raise InputError(
+                    "real_tokens", f"{real_tokens} non-padding tokens is more than the {counted} tokens the "
+                    "forward hook counted this step", "pass real_tokens <= the step's tokens, or tokens= too",
+                )  # fmt: skip
         try:
             if tokens is not None:
                 s = seq_len or self.seq_len_override or self.seq_len_hint() or 1
@@ -249,6 +254,25 @@ class StepCapture:
     def __reduce__(self) -> tuple[Any, tuple[()]]:
         """Pickling a monitored model (``torch.save(model)``) stores inert hooks, as ``__deepcopy__``."""
         return inert_capture, ()
+
+
+def check_step_arguments(tokens: Any, real_tokens: Any, seq_len: Any) -> None:
+    """``mon.step``'s arguments: whole numbers, ``tokens`` and ``real_tokens`` non-negative, ``seq_len``
+    positive, and no more real (non-padding) tokens than tokens; ``InputError`` naming the argument if not."""
+
+    def whole(name: str, value: Any, least: int, fix: str) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            kind = "non-negative" if least == 0 else "positive"
+            raise InputError(name, f"must be a {kind} integer, got {value!r}", fix)
+
+    whole("tokens", tokens, 0, "pass mon.step(tokens=n), n the tokens this rank processed in the step")
+    whole("real_tokens", real_tokens, 0, "pass the step's non-padding tokens, or leave real_tokens out")
+    whole("seq_len", seq_len, 1, "pass the step's sequence length, e.g. seq_len=4096, or leave it out")
+    if real_tokens is not None and tokens is not None and real_tokens > tokens:
+        raise InputError(
+            "real_tokens", f"{real_tokens} non-padding tokens is more than the step's {tokens} tokens",
+            "pass real_tokens <= tokens (the non-padding part of the tokens processed)",
+        )  # fmt: skip
 
 
 def inert_capture() -> StepCapture:

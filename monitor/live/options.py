@@ -17,7 +17,8 @@ from monitor.errors import InputError
 CHECKED = (
     "flops_per_token", "seq_len", "peak_flops", "port", "alert_below", "alert_after", "on_alert",
     "on_figures", "warmup_steps", "window_steps", "window_seconds", "log_every", "tick_seconds",
-    "token_budget", "model", "optimizer", "rank", "world_size", "first_step",
+    "token_budget", "model", "optimizer", "recompute", "causal", "run", "tls", "log_path", "file_sd_dir",
+    "registry", "timer", "addr", "rank", "world_size", "first_step",
 )  # fmt: skip
 
 
@@ -25,8 +26,14 @@ def check_inputs(**kw: Any) -> None:
     def positive(name: str, value: Any, fix: str, *, allow_zero: bool = False) -> None:
         if value is None:
             return
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(name, f"must be a number, got {value!r}", fix)
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an int beyond any float
+            finite = False
+        if not finite:
+            raise InputError(name, f"must be a finite number, got {_short(value)}", fix)
         if value < 0 or (value == 0 and not allow_zero):
             raise InputError(
                 name, f"must be {'non-negative' if allow_zero else 'positive'}, got {value!r}", fix
@@ -75,6 +82,16 @@ def check_inputs(**kw: Any) -> None:
     if kw["on_figures"] is not None and not callable(kw["on_figures"]):
         fix = "pass a function taking (figures: dict, step: int)"
         raise InputError("on_figures", "must be callable", fix)
+    if kw["recompute"] not in (False, True, None, "none", "full", "selective"):
+        raise InputError(
+            "recompute", f"must be False, 'full' or 'selective', got {kw['recompute']!r}",
+            "pass recompute='full' (whole layers checkpointed) or 'selective' (attention only)",
+        )  # fmt: skip
+    if not isinstance(kw["causal"], bool):
+        raise InputError(
+            "causal", f"must be True or False, got {kw['causal']!r}", "pass causal=True or False"
+        )
+    _check_objects(kw)
     model = kw["model"]
     if model is not None and not isinstance(model, torch.nn.Module):
         raise InputError(
@@ -84,6 +101,58 @@ def check_inputs(**kw: Any) -> None:
     if opt is not None and not hasattr(opt, "register_step_post_hook"):
         fix = "pass a torch.optim.Optimizer, or omit it and call mon.step(tokens=n) after each step"
         raise InputError("optimizer", f"{type(opt).__name__} has no register_step_post_hook", fix)
+
+
+TLS_OPTIONS = ("certfile", "keyfile", "client_cafile", "client_capath", "client_auth_required")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_objects(kw: dict[str, Any]) -> None:
+    """The options that are names, paths and objects: each of the type it must be, or an error naming it."""
+    run = kw["run"]
+    if run is not None and (not isinstance(run, str) or not run.strip()):
+        raise InputError("run", f"must be a non-empty string, got {_short(run)}", "pass run='my-run-name'")
+    if not isinstance(kw["addr"], str) or not kw["addr"]:
+        raise InputError(
+            "addr", f"must be an address string, got {_short(kw['addr'])}", "pass addr='127.0.0.1'"
+        )
+    for name in ("log_path", "file_sd_dir"):
+        value = kw[name]
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise InputError(
+                name, f"must be a path, got {_short(value)}", f"pass {name}='runs/...' or a Path"
+            )
+    tls = kw["tls"]
+    if tls is not None:
+        if not isinstance(tls, dict):
+            raise InputError(
+                "tls", f"must be a dict, got {_short(tls)}", "pass tls={'certfile': ..., 'keyfile': ...}"
+            )
+        unknown = sorted(set(map(str, tls)) - set(TLS_OPTIONS))
+        if unknown:
+            raise InputError(
+                "tls",
+                f"unknown option(s) {', '.join(unknown)}",
+                f"use prometheus-client's: {', '.join(TLS_OPTIONS)}",
+            )
+    registry = kw["registry"]
+    if registry is not None and not (hasattr(registry, "register") and hasattr(registry, "collect")):
+        raise InputError(
+            "registry", f"must be a prometheus_client CollectorRegistry, got {_short(registry)}",
+            "pass registry=prometheus_client.CollectorRegistry() or leave it out",
+        )  # fmt: skip
+    timer = kw["timer"]
+    if timer is not None and not (
+        callable(getattr(timer, "mark", None)) and callable(getattr(timer, "elapsed", None))
+    ):
+        raise InputError(
+            "timer", f"must be a timer backend (mark() and elapsed()), got {_short(timer)}",
+            "leave timer out: CUDA events on a CUDA model, the host clock otherwise",
+        )  # fmt: skip
 
 
 def default_run_id() -> str:
