@@ -271,10 +271,11 @@ def build_monitor(
     world_size: int | None,
     framework: str,
     spec: Any = None,
-) -> MFUMonitor:
+) -> MFUMonitor | None:
     """An ``MFUMonitor`` on ``model`` with the user's options; ``dtype`` and ``spec`` fill in only what the
     user did not set. The step is closed by the trainer's event (``mon.step``), not an optimizer hook, so no
-    optimizer is attached."""
+    optimizer is attached. A monitor that cannot be built never stops the trainer: one warning with the
+    reason, and training goes on unmonitored (None)."""
     from monitor.live.monitor import MFUMonitor
 
     kwargs = dict(options)
@@ -286,7 +287,16 @@ def build_monitor(
         kwargs["dtype"] = dtype
     if spec is not None and kwargs.get("spec") is None and kwargs.get("flops_per_token") is None:
         kwargs["spec"] = spec
-    mon = MFUMonitor(model, None, **kwargs)
+    try:
+        mon = MFUMonitor(model, None, **kwargs)
+    except Exception as exc:
+        warnings.warn(
+            f"mfu-monitor: no monitor for this run ({type(exc).__name__}: {exc}); {framework} trains on "
+            "without MFU figures",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
     check_world(mon, rank, world_size, framework)
     return mon
 

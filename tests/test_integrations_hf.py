@@ -288,3 +288,51 @@ def test_figures_reach_the_trainers_loggers_and_log_history(tmp_path: Path) -> N
     assert [h["mfu"] for h in history] == [logs["mfu"] for logs in train_logs]
     # the user's own order of callbacks is kept for every other event
     assert trainer.callback_handler.callbacks.index(recorder) < trainer.callback_handler.callbacks.index(cb)
+
+
+def tiny_phi() -> Any:
+    """A family without an analytic FLOPs model (Phi-1/2: parallel attention and MLP, partial rotary)."""
+    from transformers import PhiConfig, PhiForCausalLM
+
+    config = PhiConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=4, max_position_embeddings=128)  # fmt: skip
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    return PhiForCausalLM(config)
+
+
+def test_a_family_without_an_analytic_model_is_measured(tmp_path: Path) -> None:
+    """Trainer.train() with a Phi model: the monitor measures its FLOPs (one warning says so) instead of
+    stopping the run; the FLOPs equal FlopCounterMode's."""
+    torch.set_num_threads(1)
+    log = tmp_path / "phi.jsonl"
+    cb = MFUTrainerCallback(peak_flops=PEAK, registry=CollectorRegistry(), log_path=log, warmup_steps=1)
+    model = tiny_phi()
+
+    class PhiSamples(Samples):
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            ids = torch.randint(0, 64, (SEQ,), generator=torch.Generator().manual_seed(i))
+            return {"input_ids": ids, "labels": ids.clone()}
+
+    args = _args(tmp_path, max_steps=2, gradient_accumulation_steps=1)
+    Trainer(model=model, args=args, train_dataset=PhiSamples(), callbacks=[cb]).train()
+    snap = cb.last_snapshot
+    assert snap is not None and snap.steps == 2 and snap.flops_method is not None
+    assert "measured" in snap.flops_method
+    batch = {"input_ids": torch.randint(0, 64, (BATCH, SEQ))}
+    per_token = training_flops(model, batch) / batch["input_ids"].numel()
+    steps = read_log(log)["step"]
+    assert [s["model_flops"] for s in steps] == pytest.approx(
+        [s["tokens"] * per_token for s in steps], rel=1e-9
+    )
+    assert all(s["mfu"] is not None for s in steps)
+
+
+def test_a_monitor_that_cannot_be_built_never_stops_the_trainer(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    cb = MFUTrainerCallback(spec={"model_type": "no-such-family"}, registry=CollectorRegistry())
+    args = _args(tmp_path, max_steps=2, gradient_accumulation_steps=1)
+    trainer = Trainer(model=tiny_llama(), args=args, train_dataset=Samples(), callbacks=[cb])
+    with pytest.warns(RuntimeWarning, match="no monitor for this run.*no-such-family"):
+        trainer.train()
+    assert trainer.state.global_step == 2 and cb.monitor is None and cb.last_snapshot is None

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from monitor.errors import InputError
 from monitor.hardware.nvml import GpuBackend, NullBackend
 from monitor.live.flops import FlopsSource
 from monitor.live.timing import TimerBackend, timer_for_device
@@ -59,7 +60,7 @@ def resolve_run_setup(
     """Everything the run needs to know once, from the monitor's options and the model."""
     device = model_device(model)
     dtype_name = resolve_dtype(dtype, model)
-    source = flops_source(model, spec, flops_per_token)
+    source = flops_source(model, spec, flops_per_token, warn)
     gpu = open_gpu(gpu_backend, device, warn)
     indices = gpu_indices(gpu, device, gpu_index)
     peak = resolve_peak(peak_flops, peak_source, device, dtype_name, gpu, indices, warn, on_error)
@@ -77,15 +78,31 @@ def resolve_run_setup(
     )
 
 
-def flops_source(model: Any, spec: Any, flops_per_token: float | None) -> FlopsSource | None:
-    """A given number, else ``spec`` (or the model's own ``config``), else a measurement of the model."""
+def flops_source(
+    model: Any, spec: Any, flops_per_token: float | None, warn: Warn | None = None
+) -> FlopsSource | None:
+    """A given number, else ``spec`` (or the model's own ``config``), else a measurement of the model.
+
+    A model's own ``config`` of a family the analytic model does not cover (``PhiForCausalLM``, say) is
+    measured instead, with one warning that says so; a ``spec`` the user passed must resolve (its error names
+    ``spec``)."""
     if flops_per_token is not None:
         return FlopsSource("fixed", float(flops_per_token))
-    if spec is None and model is not None and getattr(model, "config", None) is not None:
-        spec = model.config
-    if spec is not None:
-        from monitor.model.resolve import resolve_spec
+    from monitor.model.resolve import resolve_spec
 
+    if spec is None and model is not None and getattr(model, "config", None) is not None:
+        try:
+            return FlopsSource("spec", resolve_spec(model.config, field="spec"))
+        except InputError as exc:
+            if warn is not None:
+                warn(
+                    "flops source",
+                    f"model.config has no analytic FLOPs model ({exc.problem}): FLOPs are measured once per "
+                    "sequence length with FlopCounterMode on the meta device; pass spec= or flops_per_token= "
+                    "to choose",
+                )
+            return FlopsSource("measured")
+    if spec is not None:
         return FlopsSource("spec", resolve_spec(spec, field="spec"))
     if model is not None:
         return FlopsSource("measured")

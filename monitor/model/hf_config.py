@@ -460,9 +460,9 @@ def spec_from_hf_config(config: Any, *, name: str | None = None) -> ModelSpec:
     if model_type not in _DEFAULTS:
         raise InputError(
             "model_type",
-            f"{model_type!r} is not supported without transformers",
-            f"use one of: {', '.join(SUPPORTED_MODEL_TYPES)} (with transformers installed, "
-            "monitor.model.measure.measure_hf_config measures any model type)",
+            f"{model_type!r} has no analytic FLOPs model",
+            f"use one of: {', '.join(SUPPORTED_MODEL_TYPES)}; other types are measured on the meta device "
+            "with transformers installed (mfu flops --config does; so does MFUMonitor for a model)",
         )
     fields = _Fields(model_type, raw)
     builder = _BUILDERS.get(model_type, _dense)

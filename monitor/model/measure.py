@@ -11,6 +11,7 @@ tensors of the same shape (and ``requires_grad``) through ``torch.func.functiona
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
 from monitor.errors import InputError
@@ -50,6 +51,14 @@ def _lm_head_names(model: Any) -> set[str]:
     return {name for name, module in model.named_modules() if module is head}
 
 
+def _takes(model: Any, name: str) -> bool:
+    """Whether ``model``'s forward names a parameter ``name``."""
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def measure_module(model: torch.nn.Module, seq_len: int, *, batch_size: int = 1) -> FlopsPerToken:
     """Forward and training FLOPs per token of ``model`` on ``batch_size`` x ``seq_len`` token ids, measured
     on meta (the ids are meta tensors: their values never matter).
@@ -70,10 +79,16 @@ def measure_module(model: torch.nn.Module, seq_len: int, *, batch_size: int = 1)
     for name, b in model.named_buffers():
         state[name] = torch.empty_like(b, device="meta")
     ids = torch.zeros(batch_size, seq_len, dtype=torch.long, device="meta")
+    kwargs: dict[str, Any] = {}
+    if _takes(model, "attention_mask"):
+        # A mask of ones: no padding, no packed documents. Without one, transformers looks for packed
+        # documents in the position ids when no cache is used (training), which reads values: impossible on
+        # meta. The mask itself costs no matmul FLOPs.
+        kwargs["attention_mask"] = torch.ones(batch_size, seq_len, dtype=torch.long, device="meta")
     head_names = _lm_head_names(model)
     try:
         with FlopCounterMode(display=False) as fwd_counter:
-            out = torch.func.functional_call(model, state, (ids,), tie_weights=True, strict=False)
+            out = torch.func.functional_call(model, state, (ids,), kwargs, tie_weights=True, strict=False)
             loss = _output_tensor(out).float().sum()
         if loss.requires_grad:
             with FlopCounterMode(display=False) as bwd_counter:
