@@ -98,3 +98,46 @@ def test_constructor_values_of_the_wrong_kind_name_the_option(
     with pytest.raises(InputError, match=option) as err:
         _monitor(**{option: value})
     assert "\n" not in str(err.value) and len(str(err.value)) < 300  # one line, not a dump of the value
+
+
+def test_accelerates_wrapped_optimizer_is_unwrapped() -> None:
+    accelerate = pytest.importorskip("accelerate")
+    acc = accelerate.Accelerator(cpu=True, gradient_accumulation_steps=2)
+    model = TinyLM()
+    model, opt = acc.prepare(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    assert type(opt).__name__ == "AcceleratedOptimizer"
+    with _monitor(model=model, optimizer=opt) as mon:
+        for _ in range(6):
+            with acc.accumulate(model):
+                acc.backward(model(input_ids=torch.randint(0, 50, (2, 8))).sum())
+                opt.step()  # the inner optimizer steps every second micro-batch
+                opt.zero_grad()
+    snap = mon.snapshot()
+    assert (snap.steps, snap.tokens_total) == (3, 6 * 16)
+
+
+def test_forwards_without_any_step_are_reported(caplog: pytest.LogCaptureFixture) -> None:
+    from monitor.live.capture import FORWARDS_WITHOUT_STEP
+
+    model, other = TinyLM(), TinyLM()
+    wrong = torch.optim.SGD(other.parameters(), lr=0.1)  # the optimizer of another model: never steps
+    with _monitor(model=model, optimizer=wrong) as mon:
+        for _ in range(FORWARDS_WITHOUT_STEP + 1):
+            model(input_ids=torch.randint(0, 50, (1, 4)))
+    assert mon.snapshot().steps == 0
+    warned = [r.getMessage() for r in caplog.records if "no optimizer step closed" in r.getMessage()]
+    assert len(warned) == 1 and "mon.step()" in warned[0]
+
+
+def test_steps_without_any_token_are_reported(caplog: pytest.LogCaptureFixture) -> None:
+    from monitor.live.monitor import NO_TOKENS_AFTER
+
+    model = TinyLM()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with _monitor(optimizer=opt, tick_seconds=0) as mon:  # no model: the forward is not hooked
+        for _ in range(NO_TOKENS_AFTER + 2):
+            model(input_ids=torch.randint(0, 50, (1, 4))).sum().backward()
+            opt.step()
+    assert mon.snapshot().steps == NO_TOKENS_AFTER + 2 and mon.snapshot().tokens_total == 0
+    warned = [r.getMessage() for r in caplog.records if "no token was counted" in r.getMessage()]
+    assert len(warned) == 1 and "model=" in warned[0]

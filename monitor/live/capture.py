@@ -22,6 +22,7 @@ from monitor.live.timing import HostTimer, TimerBackend
 from monitor.live.tokens import DeferredCount, tokens_in
 
 _MAX_PENDING = 1000  # steps waiting for a log tick on one process before one is forced
+FORWARDS_WITHOUT_STEP = 1000  # micro-batches in one step before the monitor says no step seems to close
 _grad_enabled = torch.is_grad_enabled
 _perf = time.perf_counter
 
@@ -76,6 +77,8 @@ class StepCapture:
         self.masks: list[DeferredCount] | None = None
         self.next_real: int | None = None  # real tokens given to step() by hand
         self.monitor_seconds = 0.0  # time the log ticks took on the training thread
+        self.forwards = 0  # forward passes after the step's first (micro-batches), reset when a step closes
+        self.on_warn: Callable[[str, str], None] = lambda key, message: None
 
     # --- hooks ---
     def forward_pre_hook(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -104,6 +107,14 @@ class StepCapture:
     def _count_other_forward(self, ids: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """The forward pre-hook's other cases: no ``input_ids`` (embeddings, a positional tensor), a further
         micro-batch of the step (gradient accumulation, maybe of another length), an attention mask."""
+        self.forwards += 1
+        if self.forwards == FORWARDS_WITHOUT_STEP:
+            self.on_warn(
+                "no step",
+                f"{FORWARDS_WITHOUT_STEP} forward passes and no optimizer step closed: the optimizer given "
+                "is not the one whose step() runs (pass that one), or the loop has none (call mon.step() "
+                "after each step)",
+            )
         if ids is not None:
             shape = ids.shape
             n, s = ids.numel(), (shape[-1] if shape else 1)
@@ -173,7 +184,7 @@ class StepCapture:
             self.prev_marker = marker
             self.prev_end_perf = now
             self.fwd_perf = self.bwd_perf = self.other = self.masks = None
-            self.tok = 0
+            self.tok = self.forwards = 0
             self.next_index = n + 1
             # One countdown to the next multiple of log_every and one clock comparison, instead of a modulo.
             c = self.countdown - 1

@@ -53,7 +53,7 @@ from monitor.live.clock import SmClock
 from monitor.live.distributed import MAX_FIELDS, SUM_FIELDS, Reducer, rank_place
 from monitor.live.distributed import initialized as dist_initialized
 from monitor.live.flops import FlopsPerToken
-from monitor.live.options import CHECKED, check_inputs, default_run_id
+from monitor.live.options import CHECKED, check_inputs, default_run_id, unwrap_optimizer
 from monitor.live.resolver import StepResolver
 from monitor.live.setup import resolve_run_setup
 from monitor.live.signals import SigtermHandler
@@ -62,6 +62,7 @@ from monitor.live.timing import TimerBackend
 from monitor.schema import RunStart
 
 log = logging.getLogger("monitor")
+NO_TOKENS_AFTER = 20  # closed steps without a single counted token before the monitor says so
 
 
 class MFUMonitor:
@@ -141,6 +142,7 @@ class MFUMonitor:
         self._errors = 0
         self._warned: set[str] = set()
         self.model = model
+        optimizer = unwrap_optimizer(optimizer)
         self.optimizer = optimizer
         place = rank_place()
         self.rank, self.local_rank, self.world_size = place.rank, place.local_rank, place.world_size
@@ -203,6 +205,7 @@ class MFUMonitor:
             seq_len_hint=self._last_seq_len,
         )
         self._flops.pause_hooks = self._pause_hooks
+        self._capture.on_warn = self._warn_once
         self._resolver = StepResolver(
             self._capture.pending,
             flops=self._flops,
@@ -330,6 +333,13 @@ class MFUMonitor:
             over = [v for v in (mfu, cumulative) if v is not None and v > 1.0]
             if over and "suspect" not in self._warned:
                 self._warn_suspect(over[0])
+            if resolver.tokens_total == 0 and resolver.resolved >= NO_TOKENS_AFTER:
+                self._warn_once(
+                    "no tokens",
+                    f"{resolver.resolved} steps closed and no token was counted: the forward hook is not on "
+                    "the model that runs (pass model=, the module whose forward gets the input ids) — or "
+                    "call mon.step(tokens=n)",
+                )
             event = self._alert.update(mfu, self._last_end_wall or time.time())
             if event is not None:
                 self._sinks.on_alert(event)

@@ -103,6 +103,16 @@ def check_inputs(**kw: Any) -> None:
         raise InputError("optimizer", f"{type(opt).__name__} has no register_step_post_hook", fix)
 
 
+def unwrap_optimizer(optimizer: Any) -> Any:
+    """The optimizer whose ``step`` really runs: a wrapper that subclasses ``torch.optim.Optimizer`` without
+    its hook state (Accelerate's ``AcceleratedOptimizer``: its own ``step`` runs every micro-batch, the inner
+    one only when gradients are synchronised) is replaced by the optimizer it wraps (``.optimizer``)."""
+    inner = getattr(optimizer, "optimizer", None)
+    if isinstance(inner, torch.optim.Optimizer) and not hasattr(optimizer, "_optimizer_step_post_hooks"):
+        return inner
+    return optimizer
+
+
 TLS_OPTIONS = ("certfile", "keyfile", "client_cafile", "client_capath", "client_auth_required")
 
 
