@@ -162,3 +162,51 @@ def test_sigterm_flushes_the_log_and_still_terminates(tmp_path: Path) -> None:
     records = _records(log)
     assert records[-1].event == "run_end" and records[-1].reason == "sigterm"
     assert len([r for r in records if r.event == "step"]) == 7
+
+
+GRACEFUL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    import torch
+    from torch import nn
+    from monitor import MFUMonitor
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))  # a graceful shutdown
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(20, 8), nn.Linear(8, 20))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon = MFUMonitor(model, opt, log_path=sys.argv[1], flops_per_token=1.0, run="graceful", tick_seconds=60)
+    steps_after = 0
+    for i in range(30):
+        model(torch.randint(0, 20, (2, 6))).float().mean().backward()
+        opt.step()
+        opt.zero_grad()
+        if i == 19:
+            os.kill(os.getpid(), signal.SIGTERM)
+        if stop:
+            steps_after += 1
+            if steps_after == 2:
+                # the step after the signal wrote and flushed the log: it is on disk before exit
+                with open(sys.argv[1]) as f:
+                    print("on disk:", sum('"event":"step"' in line for line in f))
+    print("trained", i + 1, "handler ran", len(stop))
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_graceful_sigterm_handler_keeps_the_run_counting(tmp_path: Path) -> None:
+    """The program's own SIGTERM handler trains 10 more steps: all 30 steps are logged, the steps before the
+    signal are on disk right after it, and the run ends at exit with reason sigterm."""
+    log = tmp_path / "run.jsonl"
+    script = tmp_path / "train.py"
+    script.write_text(GRACEFUL_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), str(log)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "trained 30 handler ran 1" in proc.stdout
+    on_disk = int(proc.stdout.split("on disk:")[1].split()[0])
+    assert on_disk >= 20  # flushed at the first step after the signal (tick_seconds=60: no timed tick did it)
+    records = _records(log)
+    assert [r.step for r in records if r.event == "step"] == list(range(30))
+    assert records[-1].event == "run_end" and records[-1].reason == "sigterm" and records[-1].steps == 30

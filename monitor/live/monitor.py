@@ -269,7 +269,9 @@ class MFUMonitor:
         self._view: Any = None
         if live:
             self.start_view()
-        self._sigterm = SigtermHandler(lambda reason: self.close(reason=reason))
+        self._end_reason = "exit"  # the run_end reason at interpreter exit
+        self._flush_at_tick = False
+        self._sigterm = SigtermHandler(lambda reason: self.close(reason=reason), self._after_sigterm)
         if handle_sigterm:
             self._sigterm.install()
         atexit.register(self._atexit)
@@ -345,6 +347,9 @@ class MFUMonitor:
                 self._sinks.on_alert(event)
             if reduce and dist_initialized():
                 self._exchange(self.snapshot())
+            if self._flush_at_tick and self._run_log is not None:
+                self._flush_at_tick = False
+                self._run_log.writer.flush()
         except Exception as exc:
             self._error("log interval", exc)
 
@@ -508,7 +513,15 @@ class MFUMonitor:
 
     def _atexit(self) -> None:
         if not self._closed:
-            self.close(reason="exit")
+            self.close(reason=self._end_reason)
+
+    def _after_sigterm(self) -> None:
+        """SIGTERM with a program handler that trains on: nothing is done inside the signal handler (it may
+        have interrupted a hook); the next step ticks, writing and flushing the run log, and the run's
+        ``run_end`` at exit says ``sigterm``."""
+        self._end_reason = "sigterm"
+        self._flush_at_tick = True
+        self._capture.next_tick = 0.0
 
 
 def _inert_monitor() -> MFUMonitor:

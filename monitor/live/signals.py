@@ -1,6 +1,9 @@
-"""Closing the run on SIGTERM (a scheduler's preemption): the handler closes the monitor (the run log gets its
-last steps and a ``run_end``), then hands the signal on — to the previous handler, or to the default action so
-the process still terminates. Installed only from the main thread; restored at close."""
+"""SIGTERM (a scheduler's preemption). Where the signal ends the process (no handler of the program's own:
+the default action), the monitor closes first — the run log gets its last steps and a ``run_end`` — and the
+signal then takes its default action. Where the program has a handler of its own (a graceful shutdown that
+may train a few more steps and save a checkpoint) or ignores the signal, the monitor keeps counting: it only
+asks for its steps to be written and flushed at the next step, and the run closes at exit (``run_end`` reason
+``sigterm``); the program's handler is then called. Installed only from the main thread; restored at close."""
 
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ from typing import Any
 
 
 class SigtermHandler:
-    def __init__(self, close: Callable[[str], Any]) -> None:
+    def __init__(self, close: Callable[[str], Any], keep_going: Callable[[], Any]) -> None:
         self._close = close
+        self._keep_going = keep_going
         self._prev: Any = None
         self.installed = False
 
@@ -39,9 +43,12 @@ class SigtermHandler:
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         prev = self._prev
+        if callable(prev) or prev == signal.SIG_IGN:
+            self._keep_going()  # the process trains on: count on, close at exit
+            if callable(prev):
+                prev(signum, frame)
+            return
         self._close("sigterm")
-        if callable(prev):
-            prev(signum, frame)
-        elif prev == signal.SIG_DFL or prev is None:
+        if prev == signal.SIG_DFL or prev is None:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
