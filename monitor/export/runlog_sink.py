@@ -51,7 +51,7 @@ class RunLogSink(Sink):
         if self._started:
             return
         self._started = True
-        self.writer.write(self._run_start())
+        self.writer.set_header(self._run_start())  # also what a recreated log file starts with
 
     def on_steps(self, batch: StepBatch) -> None:
         self.run, self.rank = batch.run, batch.rank
