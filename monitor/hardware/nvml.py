@@ -303,7 +303,9 @@ class PynvmlBackend:
             nvml.nvmlGpmSampleFree(previous)
         if values[0] is None:
             return TensorActivity(reason="NVML GPM returned no tensor-activity value")
-        return TensorActivity(*values)
+        return TensorActivity(
+            any_ratio=values[0], hmma_ratio=values[1], imma_ratio=values[2], dfma_ratio=values[3]
+        )
 
 
 def open_backend() -> GpuBackend:
