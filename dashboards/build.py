@@ -436,6 +436,25 @@ GPUS = Dashboard(
                 ),
                 Panel(
                     "timeseries",
+                    "Tensor-core activity vs MFU",
+                    "Share of time the tensor cores were busy (NVML GPM, Hopper and later; "
+                    "training_gpu_tensor_active_ratio, kind any) next to each rank's MFU. Dense MFU cannot "
+                    "exceed tensor activity: MFU above it (training_mfu_suspect_reason) means the FLOPs "
+                    f"model or the peak overcounts. Empty before Hopper and on MIG slices. {GPU_MARK}",
+                    (
+                        Query(
+                            f'training_gpu_tensor_active_ratio{{{RANK}, kind="any"}}',
+                            "rank {{rank}} gpu {{gpu}} tensor active",
+                        ),
+                        Query(f"training_mfu_ratio{{{RANK}}}", "rank {{rank}} MFU"),
+                    ),
+                    unit="percentunit",
+                    min=0,
+                    max=1,
+                    gpu=True,
+                ),
+                Panel(
+                    "timeseries",
                     "Energy per token",
                     "Joules per token, all GPUs of the run: rate of the NVML energy counters over the run's "
                     f"tokens/s. {GPU_MARK}",

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from monitor.hardware.nvml import DeviceInfo, Telemetry
+from monitor.hardware.nvml import DeviceInfo, Telemetry, TensorActivity
 
 VOCAB, DIM, SEQ, BATCH = 64, 32, 16, 4
 
@@ -57,6 +57,9 @@ class ConstantPowerGpu:
             max_sm_clock_hz=2.0e9,
             temperature_celsius=60.0,
         )
+
+    def tensor_activity(self, index: int) -> TensorActivity:
+        return TensorActivity(any_ratio=0.5, hmma_ratio=0.5, imma_ratio=0.0, dfma_ratio=0.0)
 
 
 class TinyLM(nn.Module):

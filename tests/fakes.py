@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from monitor.hardware.nvml import DeviceInfo, Telemetry
+from monitor.hardware.nvml import GPM_FIRST_SAMPLE, DeviceInfo, Telemetry, TensorActivity
 
 
 class FakeNvmlError(RuntimeError):
@@ -60,6 +60,7 @@ class FakeGpuBackend:
         fail_device_info: set[int] | None = None,
         fail_telemetry: set[int] | None = None,
         fail_count: bool = False,
+        gpm_unsupported: str = "",
         available: bool = True,
         reason: str = "",
     ) -> None:
@@ -71,6 +72,11 @@ class FakeGpuBackend:
         self.available = available
         self.reason = reason
         self.calls: list[tuple[str, int | None]] = []
+        # GPM (tensor activity): "" = supported; else the reason the real backend gives (pre-Hopper, MIG).
+        self.gpm_unsupported = gpm_unsupported
+        self.fail_gpm: set[int] = set()  # devices whose GPM sampling fails from now on (mid-run failure)
+        self._tensor: dict[int, TensorActivity] = {}
+        self._gpm_sampled: set[int] = set()
 
     def set_telemetry(self, index: int, value: Telemetry) -> None:
         """What the next ``telemetry(index)`` returns (e.g. a lower SM clock to simulate throttling)."""
@@ -96,6 +102,31 @@ class FakeGpuBackend:
         if index in self.fail_telemetry:
             return Telemetry()
         return self._telemetry.get(index, Telemetry())
+
+    def set_tensor_activity(self, index: int, any_ratio: float, **by_pipe: float) -> None:
+        """What the next ``tensor_activity(index)`` reports (after the first, sample-only, call)."""
+        self._tensor[index] = TensorActivity(
+            any_ratio=any_ratio,
+            hmma_ratio=by_pipe.get("hmma"),
+            imma_ratio=by_pipe.get("imma"),
+            dfma_ratio=by_pipe.get("dfma"),
+        )
+
+    def tensor_activity(self, index: int) -> TensorActivity:
+        # As PynvmlBackend: never raises; the first call on a device only takes a sample.
+        self.calls.append(("tensor_activity", index))
+        if not self.available:
+            return TensorActivity(reason=self.reason)
+        if self.gpm_unsupported:
+            return TensorActivity(reason=self.gpm_unsupported)
+        if index in self.fail_gpm:
+            return TensorActivity(reason=f"NVML GPM failed: nvmlGpmSampleGet({index}) failed (fake)")
+        if index not in self._gpm_sampled:
+            self._gpm_sampled.add(index)
+            return TensorActivity(reason=GPM_FIRST_SAMPLE)
+        return self._tensor.get(
+            index, TensorActivity(any_ratio=0.0, hmma_ratio=0.0, imma_ratio=0.0, dfma_ratio=0.0)
+        )
 
 
 def no_gpu(reason: str = "NVML unavailable: no driver (fake)") -> FakeGpuBackend:

@@ -45,7 +45,11 @@ CONTRACT_METRICS = {
     "training_monitor_errors_total",
 }
 # Beyond the contract, metrics of this monitor that docs/monitor.md documents (the MFU-loss split, issue 9)
-MONITOR_METRICS = {"training_mfu_loss_ratio"}
+MONITOR_METRICS = {
+    "training_mfu_loss_ratio",
+    "training_gpu_tensor_active_ratio",
+    "training_mfu_suspect_reason",
+}
 REQUIRED_VARIABLES = {"datasource", "job", "run", "rank"}
 
 

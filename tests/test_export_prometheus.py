@@ -228,3 +228,45 @@ def test_tls_options_are_passed_to_the_server(tmp_path: Any) -> None:
     with pytest.raises(OSError):  # plain HTTP is not served
         urllib.request.urlopen(f"http://127.0.0.1:{mon.port}/metrics", timeout=5).read()
     mon.close()
+
+
+def test_tensor_activity_at_scrape_time_and_the_mfu_check(caplog: pytest.LogCaptureFixture) -> None:
+    gpu = FakeGpuBackend(
+        [fake_device("NVIDIA H100 80GB HBM3", pci_device_id=0x2330)],
+        telemetry={0: Telemetry(power_watts=500.0)},
+    )
+    g = {"run": "t", "rank": "0", "gpu": "0"}
+    low = _train({"run": "t", "peak_flops": 1e15, "gpu_backend": gpu, "gpu_index": 0}, steps=5)
+    assert [c for c in gpu.calls if c[0] == "tensor_activity"] == []  # nothing per step
+    reg = low.registry
+    assert (
+        reg.get_sample_value("training_gpu_tensor_active_ratio", {**g, "kind": "any"}) is None
+    )  # 1st sample
+    gpu.set_tensor_activity(0, 0.5, hmma=0.5, imma=0.0, dfma=0.0)
+    assert reg.get_sample_value("training_gpu_tensor_active_ratio", {**g, "kind": "any"}) == 0.5
+    reason = {"run": "t", "rank": "0", "reason": "above_tensor_activity"}
+    assert reg.get_sample_value("training_mfu_suspect_reason", reason) == 0.0  # MFU ~1e-9 on CPU
+    low.close()
+    # A peak far too low makes MFU exceed what the tensor cores did: flagged with its reason.
+    gpu2 = FakeGpuBackend([fake_device("NVIDIA H100 80GB HBM3")], telemetry={0: Telemetry(power_watts=500.0)})
+    high = _train({"run": "t", "peak_flops": 1e3, "gpu_backend": gpu2, "gpu_index": 0}, steps=5)
+    high.registry.get_sample_value("training_gpu_tensor_active_ratio", {**g, "kind": "any"})  # 1st sample
+    gpu2.set_tensor_activity(0, 0.3)
+    assert high.registry.get_sample_value("training_mfu_suspect_reason", reason) == 1.0
+    high.close()
+    # Unsupported GPM: the figure is absent and one line says why, once.
+    old = FakeGpuBackend(
+        [fake_device("NVIDIA A100-SXM4-80GB")],
+        gpm_unsupported="GPM unsupported (fake)",
+        telemetry={0: Telemetry(power_watts=500.0)},
+    )
+    mon = _train({"run": "t", "peak_flops": 1e15, "gpu_backend": old, "gpu_index": 0}, steps=3)
+    with caplog.at_level("INFO"):
+        for _ in range(3):
+            assert (
+                mon.registry.get_sample_value("training_gpu_tensor_active_ratio", {**g, "kind": "any"})
+                is None
+            )
+    assert sum("GPM unsupported (fake)" in r.getMessage() for r in caplog.records) == 1
+    assert mon.errors == 0
+    mon.close()

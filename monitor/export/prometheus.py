@@ -12,6 +12,7 @@ wrong.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -25,7 +26,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from monitor.figures.snapshot import Snapshot
-from monitor.hardware.nvml import GpuBackend, Telemetry
+from monitor.figures.tensor_activity import check_mfu_against_tensor_activity
+from monitor.hardware.nvml import GpuBackend, Telemetry, TensorActivity
+
+_log = logging.getLogger(__name__)
 
 LABELS = ["run", "rank"]
 GPU_LABELS = ["run", "rank", "gpu"]
@@ -48,6 +52,7 @@ class MonitorCollector(Collector):
         self._gpu = gpu
         self._gpu_indices = tuple(gpu_indices)
         self._on_error = on_error
+        self._gpm_said: set[int] = set()  # GPUs whose "tensor activity unavailable" line was logged
 
     def describe(self) -> Iterable[Metric]:
         # Registration must not evaluate a snapshot (the monitor may not be ready): describe nothing.
@@ -65,6 +70,24 @@ class MonitorCollector(Collector):
             return
         yield from snapshot_metrics(snap)
         yield from gpu_metrics(snap, telemetry)
+        yield from tensor_metrics(snap, self._read_tensor_activity())
+
+    def _read_tensor_activity(self) -> list[tuple[int, TensorActivity]]:
+        """GPM tensor activity since the previous scrape (never per step); one log line per GPU if absent."""
+        out: list[tuple[int, TensorActivity]] = []
+        if self._gpu is None or not self._gpu.available:
+            return out
+        for index in self._gpu_indices:
+            try:
+                activity = self._gpu.tensor_activity(index)
+            except Exception as exc:  # a backend that breaks its never-raise promise
+                activity = TensorActivity(reason=f"NVML GPM failed: {exc}")
+            if activity.available:
+                out.append((index, activity))
+            elif index not in self._gpm_said and not activity.reason.startswith("first GPM sample"):
+                self._gpm_said.add(index)
+                _log.info("GPU %d: no tensor-activity figure: %s", index, activity.reason)
+        return out
 
     def _read_gpus(self) -> list[tuple[int, Telemetry]]:
         out: list[tuple[int, Telemetry]] = []
@@ -254,6 +277,35 @@ def gpu_metrics(s: Snapshot, readings: list[tuple[int, Telemetry]]) -> Iterator[
                 any_value = True
         if any_value:
             yield family
+
+
+def tensor_metrics(s: Snapshot, readings: list[tuple[int, TensorActivity]]) -> Iterator[Metric]:
+    """training_gpu_tensor_active_ratio (kind any/hmma/imma/dfma) and the MFU-vs-tensor-activity flag."""
+    if not readings:
+        return
+    family = GaugeMetricFamily(
+        "training_gpu_tensor_active_ratio",
+        "Time share of tensor-core activity since the previous scrape (NVML GPM; kind any/hmma/imma/dfma)",
+        labels=[*GPU_LABELS, "kind"],
+    )
+    for index, a in readings:
+        for kind, value in (
+            ("any", a.any_ratio), ("hmma", a.hmma_ratio), ("imma", a.imma_ratio), ("dfma", a.dfma_ratio)
+        ):  # fmt: skip
+            if value is not None:
+                family.add_metric([s.run, str(s.rank), str(index), kind], value)
+    yield family
+    # This rank's MFU against its busiest GPU's tensor activity (a rank drives its GPUs together).
+    check = check_mfu_against_tensor_activity(s.mfu, max(a.any_ratio or 0.0 for _, a in readings))
+    if check is not None:
+        flag = GaugeMetricFamily(
+            "training_mfu_suspect_reason",
+            "1 when MFU is implausible for the named reason (above_tensor_activity: the FLOPs model or the "
+            "peak overcounts)",
+            labels=[*LABELS, "reason"],
+        )
+        flag.add_metric([s.run, str(s.rank), "above_tensor_activity"], float(check.suspect))
+        yield flag
 
 
 def serve(

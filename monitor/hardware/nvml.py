@@ -41,6 +41,28 @@ class Telemetry:
     throttle_reasons: int | None = None  # NVML clocks-event bitmask
 
 
+@dataclass(frozen=True)
+class TensorActivity:
+    """Tensor-core activity between two NVML GPM samples (Hopper and later): the time share (0..1) of the
+    GPU's SMs busy with tensor work of any kind, and by pipe (HMMA: fp16/bf16/tf32/fp8 matrix ops; IMMA:
+    integer; DFMA: fp64). NVML reports percent; these are ratios. When unavailable, every ratio is None and
+    ``reason`` says why (pre-Hopper, MIG slice, driver too old, a failing call, or no previous sample yet)."""
+
+    any_ratio: float | None = None
+    hmma_ratio: float | None = None
+    imma_ratio: float | None = None
+    dfma_ratio: float | None = None
+    reason: str = ""
+
+    @property
+    def available(self) -> bool:
+        return self.any_ratio is not None
+
+
+# The reason given by the first reading of a supported GPU: GPM metrics need two samples.
+GPM_FIRST_SAMPLE = "first GPM sample taken; tensor activity from the next reading on"
+
+
 @runtime_checkable
 class GpuBackend(Protocol):
     """The interface the rest of the package uses: PynvmlBackend, NullBackend and test fakes implement it."""
@@ -53,6 +75,11 @@ class GpuBackend(Protocol):
     def device_info(self, index: int) -> DeviceInfo: ...
 
     def telemetry(self, index: int) -> Telemetry: ...
+
+    def tensor_activity(self, index: int) -> TensorActivity:
+        """Tensor-core activity since this method's previous call for ``index`` (scrape or log time only,
+        never per step). Never raises: an unavailable figure comes back with its reason."""
+        ...
 
 
 class NullBackend:
@@ -71,6 +98,9 @@ class NullBackend:
 
     def telemetry(self, index: int) -> Telemetry:
         return Telemetry()
+
+    def tensor_activity(self, index: int) -> TensorActivity:
+        return TensorActivity(reason=self.reason)
 
 
 # CUDA cores per SM by compute capability, to get an SM count from nvmlDeviceGetNumGpuCores where
@@ -98,6 +128,8 @@ class PynvmlBackend:
     def __init__(self, nvml: Any) -> None:
         self._nvml = nvml  # the pynvml module (or a stand-in with its names), already initialised
         self._devices: list[tuple[Any, Any | None]] = []  # (handle, parent handle for a MIG slice)
+        self._gpm: dict[int, Any] = {}  # device index -> its previous GPM sample (allocated NVML buffer)
+        self._gpm_off: dict[int, str] = {}  # device index -> why GPM is unavailable there (checked once)
         for gpu_index in range(self._call(nvml.nvmlDeviceGetCount, default=0)):
             handle = self._call(nvml.nvmlDeviceGetHandleByIndex, gpu_index)
             if handle is None:
@@ -198,6 +230,81 @@ class PynvmlBackend:
             max_sm_clock_hz=max_clock * 1e6 if max_clock is not None else None,
             temperature_celsius=float(temp) if temp is not None else None,
             throttle_reasons=int(reasons) if reasons is not None else None,
+        )
+
+    def tensor_activity(self, index: int) -> TensorActivity:
+        try:
+            return self._tensor_activity(index)
+        except Exception as exc:  # a broken binding must not reach a scrape or a training loop
+            return TensorActivity(reason=f"NVML GPM failed: {exc}")
+
+    def _gpm_unsupported(self, index: int) -> str:
+        """Why GPM cannot be used on device ``index`` ("" when it can); decided once per device."""
+        if index in self._gpm_off:
+            return self._gpm_off[index]
+        nvml = self._nvml
+        handle, parent = self._devices[index]
+        why = ""
+        if not hasattr(nvml, "nvmlGpmQueryDeviceSupport"):
+            why = "nvidia-ml-py has no GPM API (upgrade nvidia-ml-py)"
+        elif parent is not None:
+            # nvmlGpmMigSampleGet needs the GPU-instance id and samples the whole instance; the monitor
+            # does not attribute it to a slice.
+            why = "GPM tensor activity is not read for MIG slices"
+        else:
+            try:
+                support = nvml.nvmlGpmQueryDeviceSupport(handle)
+                if not int(support.isSupportedDevice):
+                    why = "GPM unsupported on this GPU (tensor activity needs Hopper or later)"
+            except nvml.NVMLError as exc:
+                why = f"GPM unsupported: {exc} (driver too old, or a pre-Hopper GPU)"
+        self._gpm_off[index] = why
+        return why
+
+    def _tensor_activity(self, index: int) -> TensorActivity:
+        if not 0 <= index < len(self._devices):
+            return TensorActivity(reason=f"no GPU {index}")
+        why = self._gpm_unsupported(index)
+        if why:
+            return TensorActivity(reason=why)
+        nvml = self._nvml
+        handle, _ = self._devices[index]
+        sample = nvml.nvmlGpmSampleAlloc()
+        try:
+            nvml.nvmlGpmSampleGet(handle, sample)
+        except Exception:
+            nvml.nvmlGpmSampleFree(sample)
+            raise
+        previous = self._gpm.get(index)
+        self._gpm[index] = sample
+        if previous is None:
+            return TensorActivity(reason=GPM_FIRST_SAMPLE)
+        try:
+            ids = (
+                nvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL,
+                nvml.NVML_GPM_METRIC_HMMA_TENSOR_UTIL,
+                nvml.NVML_GPM_METRIC_IMMA_TENSOR_UTIL,
+                nvml.NVML_GPM_METRIC_DFMA_TENSOR_UTIL,
+            )
+            request = nvml.c_nvmlGpmMetricsGet_t()
+            request.version = nvml.NVML_GPM_METRICS_GET_VERSION
+            request.numMetrics = len(ids)
+            request.sample1 = previous
+            request.sample2 = sample
+            for i, metric_id in enumerate(ids):
+                request.metrics[i].metricId = metric_id
+            result = nvml.nvmlGpmMetricsGet(request)
+            values: list[float | None] = []
+            for i in range(len(ids)):
+                m = result.metrics[i]
+                ok = int(m.nvmlReturn) == getattr(nvml, "NVML_SUCCESS", 0)
+                values.append(min(max(float(m.value) / 100.0, 0.0), 1.0) if ok else None)
+        finally:
+            nvml.nvmlGpmSampleFree(previous)
+        if values[0] is None:
+            return TensorActivity(reason="NVML GPM returned no tensor-activity value")
+        return TensorActivity(
+            any_ratio=values[0], hmma_ratio=values[1], imma_ratio=values[2], dfma_ratio=values[3]
         )
 
 
