@@ -1,0 +1,437 @@
+"""GPU acceptance run: is the live MFU true on this GPU? One script, a readable report, one JSON verdict.
+
+    python benchmarks/gpu_acceptance.py [--train-seconds 60] [--out docs/gpu-acceptance-DATE-DEVICE.json]
+
+Checks, each guarded (a failing check is reported, the others still run; the JSON is always printed last):
+  detection   name, PCI device id, catalogue part (form factor), dense peak per dtype and its source
+  matmul      a bf16 (and, on sm_89+, an fp8 ``torch._scaled_mm``) matmul rate against the catalogue peak: < 1
+  training    a ~134M-parameter transformers Llama (sdpa, bf16) trained for ``--train-seconds`` with
+              MFUMonitor; its cumulative MFU against the truth measured in the same run, independently:
+              FlopCounterMode FLOPs of one step x steps / CUDA-event time / peak — within 2%
+  no_sync     the monitored steps under ``torch.cuda.set_sync_debug_mode("warn")``: no synchronising call
+              whose stack passes through the monitor (syncs of the model or loop are listed, not failed)
+  overhead    the same loop with and without the monitor, interleaved blocks: step time within 0.5%
+  metrics     /metrics scraped during the run: power, energy, SM clock, memory, utilisation sane; joules/token
+  gpm         tensor-core activity (NVML GPM, Hopper+) and MFU <= tensor activity (+5 points)
+Where there is no NVIDIA GPU it prints "no GPU" and exits 0 (the test suite runs that path).
+Exit status: 0 when every check that ran passed (or there is no GPU), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import json
+import math
+import statistics
+import sys
+import time
+import traceback
+import urllib.request
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+DTYPES = ("bf16", "fp16", "fp8", "tf32", "fp32")
+SEQ, BATCH, VOCAB = 1024, 8, 32000
+MFU_TOLERANCE = 0.02  # relative
+OVERHEAD_TOLERANCE = 0.005  # relative
+
+
+class Report:
+    """Checks and their figures; printed as they come, and as one JSON object at the end."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        self.checks: list[dict[str, Any]] = []
+
+    def check(self, name: str, ok: bool | None, detail: str, **figures: Any) -> None:
+        mark = {True: "PASS", False: "FAIL", None: "INFO"}[ok]
+        print(f"[{mark}] {name}: {detail}", flush=True)
+        self.checks.append({"name": name, "ok": ok, "detail": detail, **figures})
+
+    def run(self, name: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as exc:
+            self.check(name, False, f"raised {type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+
+    def verdict(self) -> dict[str, Any]:
+        failed = [c["name"] for c in self.checks if c["ok"] is False]
+        return {**self.data, "checks": self.checks, "failed": failed, "verdict": "fail" if failed else "pass"}
+
+
+def detection(report: Report, backend: Any) -> dict[str, Any]:
+    from monitor.hardware.detect import detect_accelerator
+
+    info = backend.device_info(0)
+    peaks: dict[str, dict[str, Any]] = {}
+    for dtype in DTYPES:
+        p = detect_accelerator(dtype, index=0, backend=backend)
+        peaks[dtype] = {
+            "peak_flops_per_second": p.peak_flops_per_second,
+            "source": p.source,
+            "detail": p.detail,
+        }
+    bf16 = peaks["bf16"]
+    known = bf16["peak_flops_per_second"] is not None
+    pci = f"0x{info.pci_device_id:04x}" if info.pci_device_id is not None else None
+    accelerator = detect_accelerator("bf16", index=0, backend=backend).accelerator
+    report.data["device"] = {
+        "name": info.name,
+        "pci_device_id": pci,
+        "catalogue_part": accelerator,
+        "compute_capability": info.compute_capability,
+        "sm_count": info.sm_count,
+        "max_sm_clock_mhz": info.max_sm_clock_mhz,
+        "mig": info.mig,
+    }
+    report.check(
+        "detection",
+        known,
+        f"{info.name} (PCI {pci}, part {accelerator}); bf16 peak "
+        f"{_tf(bf16['peak_flops_per_second'])} TFLOP/s from {bf16['source']}",
+        peaks=peaks,
+    )
+    return peaks
+
+
+def _tf(value: float | None) -> str:
+    return "unknown" if value is None else f"{value / 1e12:.1f}"
+
+
+def matmul(report: Report, peaks: dict[str, Any]) -> None:
+    import torch
+
+    from monitor.hardware.calibrate import calibrate
+
+    result = calibrate("bf16", device="cuda", size=8192, seconds=3.0, cache=False)
+    peak = peaks["bf16"]["peak_flops_per_second"]
+    ratio = None if peak is None else result.flops_per_second / peak
+    report.check(
+        "matmul_bf16",
+        None if ratio is None else ratio < 1.0,
+        f"best {result.flops_per_second / 1e12:.1f} TFLOP/s = {ratio:.1%} of the catalogue peak"
+        if ratio is not None
+        else "no peak to compare with",
+        measured_flops_per_second=result.flops_per_second,
+        ratio=ratio,
+    )
+    if torch.cuda.get_device_capability(0) < (8, 9) or not hasattr(torch, "_scaled_mm"):
+        report.check("matmul_fp8", None, "no fp8 tensor cores on this part (or no torch._scaled_mm)")
+        return
+    n = 8192
+    a = torch.randn(n, n, device="cuda").to(torch.float8_e4m3fn)
+    b = torch.randn(n, n, device="cuda").to(torch.float8_e4m3fn).t()  # column-major, as _scaled_mm needs
+    one = torch.ones((), device="cuda")
+
+    def mm() -> Any:
+        return torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+
+    for _ in range(3):
+        mm()
+    seconds = _cuda_seconds(mm, 50)
+    rate = 2 * n**3 * 50 / seconds
+    peak8 = peaks["fp8"]["peak_flops_per_second"]
+    ratio8 = None if peak8 is None else rate / peak8
+    report.check(
+        "matmul_fp8",
+        None if ratio8 is None else ratio8 < 1.0,
+        f"{rate / 1e12:.1f} TFLOP/s" + ("" if ratio8 is None else f" = {ratio8:.1%} of the fp8 peak"),
+        measured_flops_per_second=rate,
+        ratio=ratio8,
+    )
+
+
+def _cuda_seconds(fn: Callable[[], Any], repeat: int) -> float:
+    import torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeat):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
+
+
+def build_model() -> Any:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=768,
+        intermediate_size=2048,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        num_key_value_heads=12,
+        max_position_embeddings=SEQ,
+        tie_word_embeddings=False,
+    )
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    model: Any = LlamaForCausalLM(config)
+    return model.to(device="cuda", dtype=torch.bfloat16)
+
+
+def training(report: Report, peaks: dict[str, Any], train_seconds: float) -> None:
+    import torch
+    import torch.nn.functional as F
+    from prometheus_client import CollectorRegistry
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from monitor import MFUMonitor
+
+    peak = peaks["bf16"]["peak_flops_per_second"]
+    model = build_model()
+    params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    batches = [torch.randint(0, VOCAB, (BATCH, SEQ + 1), device="cuda", generator=g) for _ in range(8)]
+    mask = torch.ones(BATCH, SEQ, dtype=torch.long, device="cuda")
+
+    def step(i: int) -> None:
+        ids = batches[i % len(batches)]
+        # a mask of ones: without one, transformers looks for packed documents in the position ids in
+        # training, a data-dependent check that synchronises
+        logits = model(input_ids=ids[:, :-1], attention_mask=mask).logits
+        loss = F.cross_entropy(logits.float().view(-1, VOCAB), ids[:, 1:].reshape(-1))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for i in range(5):  # warm up kernels and the allocator, unmonitored
+        step(i)
+    torch.cuda.synchronize()
+    with FlopCounterMode(display=False) as counter:  # the truth's FLOPs: one real step, counted
+        step(0)
+    flops_per_step = float(counter.get_total_flops())
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    step(1)
+    torch.cuda.synchronize()
+    step_guess = time.perf_counter() - t0
+    n_steps = max(20, int(train_seconds / max(step_guess, 1e-3)))
+    report.data["training"] = {
+        "params": params,
+        "seq_len": SEQ,
+        "batch": BATCH,
+        "steps": n_steps,
+        "flops_per_step_flopcounter": flops_per_step,
+    }
+
+    # --- monitored run: MFU vs the truth, no sync from the monitor, /metrics during the run ---
+    registry = CollectorRegistry()
+    warmup = 5
+    syncs: list[list[str]] = []
+    scrapes: list[dict[str, float]] = []
+    mon = MFUMonitor(
+        model,
+        opt,
+        dtype="bf16",
+        registry=registry,
+        port=0,
+        warmup_steps=warmup,
+        handle_sigterm=False,
+        run="gpu-acceptance",
+    )
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    old_show = warnings.showwarning
+
+    def record_sync(message: Any, category: Any, filename: str, lineno: int, *a: Any, **k: Any) -> None:
+        if "synchroniz" in str(message).lower():
+            syncs.append([f"{f.filename}:{f.lineno}" for f in traceback.extract_stack()])
+        else:
+            old_show(message, category, filename, lineno, *a, **k)
+
+    with mon:
+        for i in range(warmup):
+            step(i)
+        start.record()
+        warnings.showwarning = record_sync
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                warnings.showwarning = record_sync
+                for i in range(n_steps):
+                    step(i)
+                    if i in (n_steps // 3, 2 * n_steps // 3) and mon.port:
+                        torch.cuda.set_sync_debug_mode("default")  # the scrape is not the training loop
+                        scrapes.append(_scrape(mon.port))
+                        torch.cuda.set_sync_debug_mode("warn")
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+            warnings.showwarning = old_show
+        end.record()
+        end.synchronize()
+        elapsed = start.elapsed_time(end) / 1e3
+        snap = mon.snapshot()
+    truth = flops_per_step * n_steps / elapsed / peak if peak else None
+    monitor_mfu = snap.mfu_cumulative
+    monitor_flops_per_step = snap.model_flops_total / max(snap.resolved_steps, 1)
+    ok = None
+    if truth and monitor_mfu is not None:
+        ok = abs(monitor_mfu - truth) <= MFU_TOLERANCE * truth
+    report.check(
+        "mfu_vs_truth",
+        ok,
+        f"monitor {_pct(monitor_mfu)} vs truth {_pct(truth)} (FlopCounterMode "
+        f"{flops_per_step / 1e12:.2f} TFLOP per step x {n_steps} steps / {elapsed:.1f} s CUDA-event time / "
+        f"{_tf(peak)} TFLOP/s); monitor's FLOPs per step {monitor_flops_per_step / 1e12:.2f} T",
+        monitor_mfu=monitor_mfu,
+        truth_mfu=truth,
+        monitor_flops_per_step=monitor_flops_per_step,
+        elapsed_seconds=elapsed,
+        tokens_per_second=snap.tokens_per_second,
+    )
+    ours = [s for s in syncs if any("/monitor/" in frame or "/integrations/" in frame for frame in s)]
+    report.check(
+        "no_sync",
+        not ours,
+        f"{len(ours)} synchronising call(s) from the monitor, {len(syncs) - len(ours)} from the model/loop",
+        monitor_sync_stacks=ours[:3],
+        other_sync_sites=sorted({s[-3] for s in syncs if s not in ours})[:10],
+    )
+    metrics(report, scrapes, snap)
+
+    # --- overhead: interleaved blocks with and without a monitor ---
+    per_mode: dict[str, list[float]] = {"bare": [], "monitored": []}
+    block = max(10, n_steps // 12)
+    for rnd in range(6):
+        for mode in ("bare", "monitored") if rnd % 2 == 0 else ("monitored", "bare"):
+            m = None
+            if mode == "monitored":
+                m = MFUMonitor(model, opt, dtype="bf16", registry=CollectorRegistry(), handle_sigterm=False)
+            per_mode[mode].append(_cuda_seconds(functools.partial(step, rnd), block) / block)
+            if m is not None:
+                m.close()
+    bare, monitored = statistics.median(per_mode["bare"]), statistics.median(per_mode["monitored"])
+    diff = monitored / bare - 1
+    report.check(
+        "overhead",
+        abs(diff) < OVERHEAD_TOLERANCE,
+        f"median step {bare * 1e3:.2f} ms bare, {monitored * 1e3:.2f} ms monitored ({diff:+.2%})",
+        bare_step_seconds=per_mode["bare"],
+        monitored_step_seconds=per_mode["monitored"],
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.2%}"
+
+
+def _scrape(port: int) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = sample.name + "".join(
+                f",{k}={v}" for k, v in sorted(sample.labels.items()) if k in ("kind",)
+            )
+            out.setdefault(key, sample.value)
+    return out
+
+
+def metrics(report: Report, scrapes: list[dict[str, float]], snap: Any) -> None:
+    if len(scrapes) < 2:
+        report.check("metrics", False, f"{len(scrapes)} scrape(s) of /metrics during the run (2 expected)")
+        return
+    first, last = scrapes
+    sane = {
+        "training_gpu_power_watts": lambda v: 10 < v < 2000,
+        "training_gpu_energy_joules_total": lambda v: v > 0,
+        "training_gpu_sm_clock_hertz": lambda v: 1e8 < v < 5e9,
+        "training_gpu_memory_used_bytes": lambda v: v > 2**20,
+        "training_gpu_utilization_ratio": lambda v: 0 <= v <= 1,
+        "training_gpu_temperature_celsius": lambda v: 0 < v < 110,
+    }
+    bad = {k: last.get(k) for k, ok in sane.items() if last.get(k) is None or not ok(last[k])}
+    tokens = last.get("training_tokens_total", 0) - first.get("training_tokens_total", 0)
+    joules = last.get("training_gpu_energy_joules_total", 0) - first.get(
+        "training_gpu_energy_joules_total", 0
+    )
+    per_token = joules / tokens if tokens > 0 and joules > 0 else None
+    report.check(
+        "metrics",
+        not bad and per_token is not None,
+        f"telemetry {'sane' if not bad else f'missing or out of range: {bad}'}; "
+        f"{'unknown' if per_token is None else f'{per_token * 1e3:.3f} mJ'} per token",
+        last_scrape={k: v for k, v in last.items() if k.startswith("training_gpu_")},
+        joules_per_token=per_token,
+    )
+    from monitor.figures.tensor_activity import check_mfu_against_tensor_activity
+
+    active = last.get("training_gpu_tensor_active_ratio,kind=any")
+    if active is None:
+        report.check(
+            "gpm", None, "no tensor activity on /metrics (GPM unsupported here: see the monitor's log)"
+        )
+        return
+    mfu = last.get("training_mfu_ratio")
+    result = check_mfu_against_tensor_activity(mfu, active)
+    report.check(
+        "gpm",
+        None if result is None else not result.suspect,
+        f"tensor activity {active:.1%}, MFU {_pct(mfu)}"
+        + (f": {result.detail}" if result and result.suspect else ""),
+        tensor_active=active,
+        mfu=mfu,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--train-seconds", type=float, default=60.0, help="length of the monitored run")
+    parser.add_argument("--out", type=Path, help="also write the JSON verdict to this file")
+    args = parser.parse_args(argv)
+    if not (math.isfinite(args.train_seconds) and 1 <= args.train_seconds <= 600):
+        parser.error("--train-seconds: give 1..600 seconds")
+
+    from monitor.hardware.nvml import open_backend
+
+    report = Report()
+    backend = open_backend()
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    if backend.device_count() == 0 or not cuda:
+        if backend.device_count() == 0:
+            why = backend.reason or "NVML lists no GPU"
+        else:
+            why = "torch sees no CUDA device"
+        print(f"no GPU: {why} — nothing to check")
+        print(json.dumps({**report.verdict(), "verdict": "no GPU", "reason": why}))
+        return 0
+    peaks: dict[str, Any] = {}
+
+    def detect() -> None:
+        peaks.update(detection(report, backend))
+
+    report.run("detection", detect)
+    if peaks:
+        report.run("matmul", lambda: matmul(report, peaks))
+        report.run("training", lambda: training(report, peaks, args.train_seconds))
+    verdict = report.verdict()
+    text = json.dumps(verdict, default=str)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0 if verdict["verdict"] == "pass" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
