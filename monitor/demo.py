@@ -227,11 +227,10 @@ def run_demo(
     threads: int | None = None,
 ) -> DemoResult:
     """Train DemoGPT with an MFUMonitor for ``steps`` steps (or about ``seconds``); return the figures."""
-    from rich.console import Console
-
+    from monitor.cli._output import console as plain_console
     from monitor.live.monitor import MFUMonitor
 
-    con = console or Console()
+    con = console or plain_console()
     c = config or DemoConfig()
     if threads:
         torch.set_num_threads(threads)

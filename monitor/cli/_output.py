@@ -29,8 +29,23 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """Rich would exit with status 1 itself; the CLI's main ends every command on a closed pipe alike."""
+        raise BrokenPipeError
+
+
 def console() -> Console:
-    return Console(highlight=False)
+    """Rich output for people. Into a pipe or a file, lines are not wrapped at 80 columns: messages and paths
+    stay whole, so that grep and logs see them as printed."""
+    return plain_console(_Console(highlight=False))
+
+
+def plain_console(con: Console) -> Console:
+    """``con``, with soft wrapping when it does not write to a terminal (wrapping is for screens)."""
+    if not con.is_terminal:
+        con.soft_wrap = True
+    return con
 
 
 def add_json_flag(parser: Any) -> None:
