@@ -38,3 +38,50 @@ def test_a_closed_pipe_ends_the_command_quietly(argv: list[str]) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def _mfu(*argv: str) -> subprocess.CompletedProcess[str]:
+    mfu = Path(sys.executable).parent / "mfu"
+    return subprocess.run([str(mfu), *argv], capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def _a_log(tmp_path: Path) -> Path:
+    import json
+
+    log = tmp_path / "run.jsonl"
+    lines = [{"event": "run_start", "time": 0.0, "run": "r", "rank": 0, "peak_flops_per_second": 1e12}]
+    lines += [{"event": "step", "time": float(i + 1), "run": "r", "rank": 0, "step": i, "tokens": 100,
+               "step_seconds": 1.0, "model_flops": 1e11, "mfu": 0.1} for i in range(20)]  # fmt: skip
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("flag", "target", "says"),
+    [
+        ("--html", "/dev/full", "cannot write /dev/full"),
+        ("--html", "{tmp}/no-such-folder/r.html", "does not exist"),
+        ("--parquet", "{tmp}", "is a folder"),
+        ("--html", "{log}", "is also the input"),
+    ],
+)
+def test_analyze_outputs_that_cannot_be_written(tmp_path: Path, flag: str, target: str, says: str) -> None:
+    log = _a_log(tmp_path)
+    proc = _mfu("analyze", str(log), flag, target.format(tmp=tmp_path, log=log))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and flag in proc.stderr and says in proc.stderr, proc.stderr
+    assert log.read_text().count("\n") == 21  # the input is untouched
+
+
+@pytest.mark.slow
+def test_import_refuses_to_overwrite_its_input_and_names_a_full_disk(tmp_path: Path) -> None:
+    source = ROOT / "tests" / "data" / "analysis"
+    sample = next(p for p in sorted(source.iterdir()) if p.name.startswith("torchtitan"))
+    copy = tmp_path / sample.name
+    copy.write_bytes(sample.read_bytes())
+    proc = _mfu("import", "torchtitan", str(copy), "--out", str(copy), "--flops-per-token", "1e9")
+    assert proc.returncode == 2 and "is also the input" in proc.stderr and "--out" in proc.stderr
+    assert copy.read_bytes() == sample.read_bytes()
+    proc = _mfu("import", "torchtitan", str(copy), "--out", "/dev/full", "--flops-per-token", "1e9")
+    assert proc.returncode == 2 and "cannot write /dev/full" in proc.stderr and "Traceback" not in proc.stderr

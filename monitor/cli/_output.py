@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+
+from monitor.errors import InputError
 
 
 def _clean(value: Any) -> Any:
@@ -50,3 +56,37 @@ def plain_console(con: Console) -> Console:
 
 def add_json_flag(parser: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def check_output(
+    path: str | os.PathLike[str], flag: str, inputs: Iterable[str | os.PathLike[str]] = ()
+) -> Path:
+    """An output file the command will write, checked before any work: not a folder, not one of the files it
+    reads (writing it would destroy the input), in a folder that exists and can be written."""
+    out = Path(path)
+    if out.is_dir():
+        raise InputError(flag, f"{out} is a folder", "pass a file name, e.g. report.html")
+    if out.exists():
+        for given in inputs:
+            with contextlib.suppress(OSError):
+                if os.path.samefile(given, out):
+                    problem = f"{out} is also the input; writing it would overwrite what is read"
+                    raise InputError(flag, problem, "choose another output path")
+    folder = out.parent
+    if not folder.is_dir():
+        raise InputError(flag, f"the folder {folder} does not exist", "create it, or choose another path")
+    if not os.access(out if out.exists() else folder, os.W_OK):
+        raise InputError(flag, f"{out} cannot be written (permission denied)", "choose a path you can write")
+    return out
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str], flag: str) -> Iterator[None]:
+    """Turn a failed write of an output file (a full disk, a read-only filesystem) into one line naming the
+    flag."""
+    try:
+        yield
+    except OSError as exc:
+        raise InputError(
+            flag, f"cannot write {path}: {exc.strerror or exc}", "choose a path on a writable disk with room"
+        ) from None

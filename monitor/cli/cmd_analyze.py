@@ -8,7 +8,7 @@ import re
 import sys
 from typing import Any
 
-from monitor.cli._output import add_json_flag, console, print_json
+from monitor.cli._output import add_json_flag, check_output, console, print_json, writing
 from monitor.errors import InputError
 
 
@@ -89,12 +89,18 @@ def run(args: argparse.Namespace) -> int:
     )
     if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", args.memory_limit.strip(), flags=re.IGNORECASE):
         raise InputError("--memory-limit", f"not a size: {args.memory_limit!r}", "e.g. 2GB or 500MB")
+    for flag, target in (("--html", args.html), ("--parquet", args.parquet)):
+        if target:
+            check_output(target, flag, inputs=args.logs)
     with open_logs(args.logs, options, memory_limit=args.memory_limit) as store:
         result = summarize_store(store, options)
         warning = skipped_warning(result.analysis)
         if warning:
             print(f"mfu analyze: warning: {warning}", file=sys.stderr)
-        parquet_path = str(store.export_parquet(args.parquet)) if args.parquet else None
+        parquet_path = None
+        if args.parquet:
+            with writing(args.parquet, "--parquet"):
+                parquet_path = str(store.export_parquet(args.parquet))
         if args.sql:
             columns, rows = store.sql(args.sql)
             if args.json:
@@ -113,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
                 "--html", f"the report needs matplotlib ({exc})", "pip install 'mfu-monitor[plots]'"
             ) from exc
 
-        html_path = str(write_html(result, args.html))
+        with writing(args.html, "--html"):
+            html_path = str(write_html(result, args.html))
     if args.json:
         out = result.analysis.model_dump(mode="json")
         out["html"] = html_path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from monitor.cli._output import add_json_flag, console, print_json
+from monitor.cli._output import add_json_flag, check_output, console, print_json, writing
 from monitor.errors import InputError
 
 
@@ -85,9 +85,11 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype or ("bf16" if args.gpu else None),
         device=device,
     )
+    out_path = check_output(args.out, "--out", inputs=[args.file])
     imported = import_log(args.kind, args.file, options)
     records = to_records(imported, options)
-    path = write_records(records, args.out)
+    with writing(out_path, "--out"):
+        path = write_records(records, out_path)
     tokens = round(sum(i.tokens for i in imported.intervals))
     steps = sum(i.span for i in imported.intervals)
     result = {
