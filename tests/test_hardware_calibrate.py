@@ -169,3 +169,26 @@ def test_cli_hardware_lists_detected_devices(
     assert devices[0]["peak_flops_per_second"] == pytest.approx(989.4e12) and devices[1]["warning"]
     code, out, _ = run_cli(capsys, "hardware")
     assert "GPU 0: NVIDIA H100 80GB HBM3" in out and "warning:" in out
+
+
+def test_absurd_sizes_and_durations_are_refused() -> None:
+    from monitor.errors import InputError
+    from monitor.hardware.calibrate import calibrate
+
+    with pytest.raises(InputError, match="--size.*GiB"):
+        calibrate("fp32", size=100_000)
+    for seconds in (float("inf"), float("nan"), 1e9):
+        with pytest.raises(InputError, match="--seconds"):
+            calibrate("fp32", size=64, seconds=seconds)
+
+
+def test_an_unwritable_cache_is_said_not_claimed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitor.hardware.calibrate import calibrate
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MFU_MONITOR_CACHE_DIR", str(blocker / "cache"))
+    result = calibrate("fp32", size=64, seconds=0.05)
+    assert result.cached is False and result.cache_error and "cache" in result.cache_error
+    monkeypatch.setenv("MFU_MONITOR_CACHE_DIR", str(tmp_path / "cache"))
+    assert calibrate("fp32", size=64, seconds=0.05).cached is True

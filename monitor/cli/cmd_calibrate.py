@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         f"{result.min_flops_per_second / giga:,.1f} slowest; n={result.matrix_size}, "
         f"{result.repeats} matmuls in {result.seconds:.2f} s"
     )
-    if not args.no_cache:
+    if result.cached:
         out.print(f"cached in {cache_dir()} for runs on this machine (source 'calibrated')")
+    elif result.cache_error:
+        out.print(f"not cached: {result.cache_error} — set MFU_MONITOR_CACHE_DIR to a folder you can write")
     return 0

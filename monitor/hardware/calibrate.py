@@ -29,6 +29,9 @@ from monitor.hardware.host import cpu_name
 CALIBRATABLE = ("fp64", "fp32", "tf32", "bf16", "fp16")
 DEFAULT_SIZE = {"cpu": 1024, "cuda": 8192}
 CACHE_FILE = "calibration.json"
+DTYPE_BYTES = {"fp64": 8, "fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}
+MAX_BYTES = 8 * 2**30  # the three matrices of one measurement
+MAX_SECONDS = 600.0
 
 
 class CalibrationResult(BaseModel):
@@ -51,6 +54,8 @@ class CalibrationResult(BaseModel):
     machine_key: str
     measured_at: float  # unix seconds
     source: str = "calibrated"
+    cached: bool = False  # stored for later runs on this machine
+    cache_error: str | None = None  # why it could not be stored, when caching was asked for
 
 
 def cache_dir() -> Path:
@@ -104,8 +109,15 @@ def _check(dtype: object, device: str, size: int | None, seconds: float) -> tupl
     n = DEFAULT_SIZE[device] if size is None else int(size)
     if n < 16:
         raise InputError("--size", f"matrix size must be at least 16, got {size}", "use e.g. 1024")
-    if not seconds > 0:
-        raise InputError("--seconds", f"must be above 0, got {seconds}", "use e.g. 1.0")
+    need = 3 * n * n * DTYPE_BYTES[name]  # a, b and the product
+    if need > MAX_BYTES:
+        largest = int((MAX_BYTES / (3 * DTYPE_BYTES[name])) ** 0.5)
+        problem = f"{n} x {n} {name} matrices need {need / 2**30:.1f} GiB (at most {MAX_BYTES // 2**30} GiB)"
+        raise InputError("--size", problem, f"use a size up to {largest}, e.g. {DEFAULT_SIZE[device]}")
+    if not 0 < seconds <= MAX_SECONDS:  # also NaN and infinity
+        raise InputError(
+            "--seconds", f"must be above 0 and at most {MAX_SECONDS:g}, got {seconds}", "use e.g. 1.0"
+        )
     return name, device, n
 
 
@@ -158,7 +170,8 @@ def calibrate(
         measured_at=time.time(),
     )
     if cache:
-        _store(result)
+        error = _store(result)
+        result = result.model_copy(update={"cached": error is None, "cache_error": error})
     return result
 
 
@@ -203,7 +216,9 @@ def _cache_key(machine: str, device: str, dtype: str) -> str:
     return f"{machine}|{device}|{dtype}"
 
 
-def _store(result: CalibrationResult) -> None:
+def _store(result: CalibrationResult) -> str | None:
+    """Store ``result`` in the cache; the reason when it cannot be stored (a cache that cannot be written is
+    not an error: the result is still returned, and the caller says it was not cached)."""
     path = cache_dir() / CACHE_FILE
     try:
         entries = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
@@ -211,14 +226,17 @@ def _store(result: CalibrationResult) -> None:
             entries = {}
     except (OSError, ValueError):
         entries = {}
-    entries[_cache_key(result.machine_key, result.device, result.dtype)] = result.model_dump()
+    entries[_cache_key(result.machine_key, result.device, result.dtype)] = result.model_dump(
+        exclude={"cached", "cache_error"}
+    )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(entries, indent=2, sort_keys=True), encoding="utf-8")
         tmp.replace(path)
-    except OSError:
-        pass  # a cache we cannot write is not an error: the result is still returned
+    except OSError as exc:
+        return f"{path.parent}: {exc.strerror or exc}"
+    return None
 
 
 def load_cached_calibration(dtype: object = "fp32", device: str = "cpu") -> CalibrationResult | None:
@@ -228,6 +246,6 @@ def load_cached_calibration(dtype: object = "fp32", device: str = "cpu") -> Cali
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
         raw = entries.get(_cache_key(machine_key(device), device, name))
-        return CalibrationResult.model_validate(raw) if raw else None
+        return CalibrationResult.model_validate({**raw, "cached": True}) if raw else None
     except (OSError, ValueError, AttributeError):
         return None
