@@ -177,12 +177,25 @@ class CharData:
 
 
 # --- peak ---
-def measure_matmul_rate(device: torch.device, dtype: str = "fp32", seconds: float = 1.0) -> float:
-    """FLOP/s of square matmuls on ``device`` (2·n³ FLOPs each): the ``mfu calibrate`` measurement, best batch
-    over about ``seconds``, not cached."""
-    from monitor.hardware.calibrate import calibrate
+CALIBRATE_SECONDS = 5.0
 
-    return calibrate(dtype, device=device.type, seconds=seconds, cache=False).flops_per_second
+
+def cpu_peak(con: Any) -> tuple[float, str]:
+    """The CPU's fp32 peak for the demo: the cached ``mfu calibrate`` result for this machine if there is one,
+    else a measurement of ``CALIBRATE_SECONDS`` (best batch), cached for the next run.
+
+    Measuring anew each run made the MFU swing with whatever else the machine did at that moment (41-68% on
+    one shared 2-core machine); with one cached measurement, two runs differ only by their training speed."""
+    from monitor.hardware.calibrate import calibrate, load_cached_calibration
+
+    cached = load_cached_calibration("fp32", "cpu")
+    if cached is not None:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(cached.measured_at))
+        return cached.flops_per_second, f"this CPU's fp32 matmul rate, cached by `mfu calibrate` on {when}"
+    con.print("[dim]measuring this CPU's fp32 matmul rate for the peak (as `mfu calibrate` does)...[/dim]")
+    result = calibrate("fp32", device="cpu", seconds=CALIBRATE_SECONDS, cache=True)
+    note = "this CPU's fp32 matmul rate, measured now (`mfu calibrate`)"
+    return result.flops_per_second, note + (", cached for the next runs" if result.cached else "")
 
 
 def free_port(preferred: int, addr: str = "127.0.0.1") -> tuple[int, bool]:
@@ -207,6 +220,7 @@ class DemoResult:
     mfu: float | None
     peak_flops_per_second: float | None
     peak_source: str | None
+    peak_note: str | None
     flops_per_token: float
     loss_first: float | None
     loss_last: float | None
@@ -242,14 +256,11 @@ def run_demo(
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     spec = demo_spec(c)
 
+    peak_note = None
+    peak_kw: dict[str, Any] = {}
     if device.type == "cpu":
-        con.print(
-            "[dim]measuring this CPU's fp32 matmul rate for the peak (as `mfu calibrate` does)...[/dim]"
-        )
-        peak: float | None = measure_matmul_rate(device)
-        peak_kw: dict[str, Any] = {"peak_flops": peak, "peak_source": "calibrated"}
-    else:
-        peak_kw = {}
+        peak, peak_note = cpu_peak(con)
+        peak_kw = {"peak_flops": peak, "peak_source": "calibrated"}
     chosen_port = None
     if port is not None:
         chosen_port, fell_back = free_port(port)
@@ -273,7 +284,8 @@ def run_demo(
         **peak_kw,
     ) as mon:
         if mon.port is not None:
-            con.print(f"/metrics: http://127.0.0.1:{mon.port}/metrics   run log: {log_path}")
+            where = f"run log: {log_path}" if mon.run_log_enabled else "no run log"
+            con.print(f"/metrics: http://127.0.0.1:{mon.port}/metrics   {where}", markup=False)
         if live:
             mon.start_view(con)
         t0 = time.perf_counter()
@@ -296,9 +308,10 @@ def run_demo(
         mfu=snap.mfu_cumulative if snap.mfu_cumulative is not None else snap.mfu,
         peak_flops_per_second=snap.peak_flops_per_second,
         peak_source=snap.peak_source,
+        peak_note=peak_note,
         flops_per_token=snap.flops_per_token or 0.0,
         loss_first=losses[0] if losses else None,
         loss_last=losses[-1] if losses else None,
-        log_path=str(log_path),
+        log_path=str(log_path) if mon.run_log_enabled else None,
         port=mon.port,
     )

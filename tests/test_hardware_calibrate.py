@@ -175,7 +175,7 @@ def test_absurd_sizes_and_durations_are_refused() -> None:
     from monitor.errors import InputError
     from monitor.hardware.calibrate import calibrate
 
-    with pytest.raises(InputError, match="--size.*GiB"):
+    with pytest.raises(InputError, match=r"--size.*GiB"):
         calibrate("fp32", size=100_000)
     for seconds in (float("inf"), float("nan"), 1e9):
         with pytest.raises(InputError, match="--seconds"):

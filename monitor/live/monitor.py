@@ -515,6 +515,11 @@ class MFUMonitor:
         if not self._closed:
             self.close(reason=self._end_reason)
 
+    @property
+    def run_log_enabled(self) -> bool:
+        """Whether a run log is being written (a log_path was given and could be opened)."""
+        return self._run_log is not None and self._run_log.enabled
+
     def _after_sigterm(self) -> None:
         """SIGTERM with a program handler that trains on: nothing is done inside the signal handler (it may
         have interrupted a hook); the next step ticks, writing and flushing the run log, and the run's
