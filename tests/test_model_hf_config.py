@@ -223,3 +223,14 @@ def test_cli_other_model_types(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     unknown.write_text(json.dumps({"model_type": "no_such_family"}))
     code, _, err = _cli(capsys, "flops", "--config", str(unknown), "--seq-len", "11")
     assert code == 2 and err.startswith("mfu flops: error: model_type:") and err.count("\n") == 1
+
+
+def test_absurd_sizes_are_refused_at_once() -> None:
+    from monitor.errors import InputError
+    from monitor.model.hf_config import spec_from_hf_config
+
+    base = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "vocab_size": 100}  # fmt: skip
+    for key, value in (("num_hidden_layers", 1e30), ("num_hidden_layers", 10**6), ("hidden_size", 2**40)):
+        with pytest.raises(InputError, match=f"{key}.*beyond any model"):
+            spec_from_hf_config({**base, key: value})

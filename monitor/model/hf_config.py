@@ -98,6 +98,13 @@ _ALIASES: dict[str, dict[str, str]] = {
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_DEFAULTS)
 
 
+# Bounds on a config's integers: far above any published model, low enough that the arithmetic stays instant
+# (a layer count of 1e30 would build 1e30 per-layer entries).
+MAX_LAYERS = 100_000
+MAX_DIMENSION = 2**31 - 1
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "first_k_dense_replace")
+
+
 class _Fields:
     """Fields of one config with the family's defaults; every bad value becomes an InputError naming it."""
 
@@ -126,6 +133,11 @@ class _Fields:
                 raise InputError(key, f"must be an integer, got {value!r}", f"set {key} to a whole number")
         if value < minimum:
             raise InputError(key, f"must be >= {minimum}, got {value}", f"set {key} to a positive value")
+        limit = MAX_LAYERS if key in LAYER_KEYS else MAX_DIMENSION
+        if value > limit:
+            raise InputError(
+                key, f"{value:.3g} is beyond any model (at most {limit:,})", f"check {key} in the config"
+            )
         return value
 
     def flag(self, key: str, default: bool = False) -> bool:
