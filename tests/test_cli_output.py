@@ -85,3 +85,11 @@ def test_import_refuses_to_overwrite_its_input_and_names_a_full_disk(tmp_path: P
     assert copy.read_bytes() == sample.read_bytes()
     proc = _mfu("import", "torchtitan", str(copy), "--out", "/dev/full", "--flops-per-token", "1e9")
     assert proc.returncode == 2 and "cannot write /dev/full" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_peak_table_shows_every_figure_whole_in_a_pipe() -> None:
+    proc = _mfu("hardware")
+    assert proc.returncode == 0
+    row = next(line for line in proc.stdout.splitlines() if "H100 SXM" in line)
+    assert "1978.9" in row and "…" not in row  # fp8 and int8 were cut to "1978…" at 80 columns

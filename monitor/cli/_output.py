@@ -35,6 +35,9 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
+PIPE_WIDTH = 160
+
+
 class _Console(Console):
     def on_broken_pipe(self) -> None:
         """Rich would exit with status 1 itself; the CLI's main ends every command on a closed pipe alike."""
@@ -51,6 +54,7 @@ def plain_console(con: Console) -> Console:
     """``con``, with soft wrapping when it does not write to a terminal (wrapping is for screens)."""
     if not con.is_terminal:
         con.soft_wrap = True
+        con.width = max(con.width, PIPE_WIDTH)  # tables at their natural width, not cut to 80 columns
     return con
 
 

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     )
     table.add_column("device", no_wrap=True)
     for d in DTYPES:
-        table.add_column(d, justify="right", style="bold" if d == dtype else None)
+        table.add_column(d, justify="right", style="bold" if d == dtype else None, no_wrap=True, min_width=6)
     table.add_column("PCI ids")
     for acc in all_accelerators():
         cells = []
