@@ -74,11 +74,15 @@ class StepRecord(_Record):
     sm_clock_ratio: float | None = Field(
         None, ge=0, description="SM clock / max SM clock (NVML) at the log tick that wrote this step"
     )
+    documents: int | None = Field(
+        None, ge=0, description="packed documents this step (null: no packing marker, one per row)"
+    )
+    mean_document_length: float | None = Field(None, ge=0, description="mean tokens per packed document")
 
     LATER_FIELDS: ClassVar[frozenset[str]] = frozenset(
         (
             "hardware_flops", "real_tokens", "seq_len", "forward_start_time", "input_wait_seconds", "warmup",
-            "pre_backward_seconds", "sm_clock_ratio",
+            "pre_backward_seconds", "sm_clock_ratio", "documents", "mean_document_length",
         )
     )  # fmt: skip
 
@@ -130,6 +134,8 @@ def step_record(
     warmup: bool,
     pre_backward_seconds: float | None,
     sm_clock_ratio: float | None,
+    documents: int | None = None,
+    mean_document_length: float | None = None,
 ) -> dict[str, Any]:
     """A step record as a plain dict with exactly :class:`StepRecord`'s fields (built once per step at log
     time, where a validated model per step would cost more than the step itself)."""
@@ -151,6 +157,8 @@ def step_record(
         "warmup": warmup,
         "pre_backward_seconds": pre_backward_seconds,
         "sm_clock_ratio": sm_clock_ratio,
+        "documents": documents,
+        "mean_document_length": mean_document_length,
     }
 
 

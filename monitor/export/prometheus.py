@@ -152,6 +152,13 @@ def snapshot_metrics(s: Snapshot) -> Iterator[Metric]:
             s.last_step_time,
         )
     yield _gauge("training_world_size", "Ranks in the run", lv, s.world_size)
+    if s.documents_total is not None:
+        yield _counter("training_documents", "Packed documents processed on this rank", lv, s.documents_total)
+    if s.mean_document_length is not None:
+        yield _gauge(
+            "training_document_length_mean", "Mean tokens per packed document, this rank", lv,
+            s.mean_document_length,
+        )  # fmt: skip
     hist = HistogramMetricFamily(
         "training_step_duration_seconds", "Step time: previous step end to this step end", labels=LABELS
     )
@@ -169,6 +176,7 @@ def snapshot_metrics(s: Snapshot) -> Iterator[Metric]:
             "peak_source": s.peak_source or "unknown",
             "flops_method": s.flops_method or "",
             "world_size": str(s.world_size),
+            "parallel": s.parallel or "",
         },
     )
     yield info

@@ -21,6 +21,7 @@ from monitor.figures.steps import (
     STEP,
     TOKENS,
     StepBatch,
+    document_fields,
     input_wait,
     pre_backward,
 )
@@ -88,6 +89,7 @@ class RunLogSink(Sink):
                     warmup=raw[STEP] < counted,
                     pre_backward_seconds=pre_backward(fwd, raw[BACKWARD_PERF]),
                     sm_clock_ratio=clock,
+                    **document_fields(raw),
                 )
             )
         self.writer.write_dicts(records)

@@ -56,6 +56,8 @@ class FlopsPerToken:
         self.cache: dict[int, tuple[float, float]] = {}
         self.on_error = on_error
         self.pause_hooks = pause_hooks
+        self._packed: Any = None  # PackedFlopsModel, built on the first packed step
+        self.scale = 1.0  # this rank's share of its replica's model FLOPs (parallel layouts)
 
     @property
     def method(self) -> str | None:
@@ -101,6 +103,27 @@ class FlopsPerToken:
             return None
         self.cache[seq_len] = result
         return result
+
+    def packed(self, lengths: list[int]) -> tuple[float, float] | None:
+        """(training, hardware) FLOPs per token of a step of packed documents of these lengths, attention
+        priced per document (Σ Lᵢ², windows and the causal option per document: monitor.model.packing);
+        None when the FLOPs come from a given number or a measurement (then the row convention stays)."""
+        if self.source is None or self.source.kind != "spec" or not lengths:
+            return None
+        try:
+            if self._packed is None:
+                from monitor.model.packing import PackedFlopsModel
+
+                spec = self.source.value
+                self._packed = PackedFlopsModel(
+                    spec, causal=self.causal, recompute=self.recompute, frozen=self._frozen(spec)
+                )
+            step = self._packed.step(lengths)
+        except Exception as exc:
+            if self.on_error is not None:
+                self.on_error("packed FLOPs model", exc)
+            return None
+        return step.training / step.tokens * self.scale, step.hardware / step.tokens * self.scale
 
     def _measure(self, seq_len: int) -> tuple[float, float]:
         from monitor.model.measure import measure_module

@@ -267,13 +267,20 @@ class MFUMonitor:
 
     # --- the training loop's calls ---
     def step(
-        self, tokens: int | None = None, *, real_tokens: int | None = None, seq_len: int | None = None
+        self,
+        tokens: int | None = None,
+        *,
+        real_tokens: int | None = None,
+        seq_len: int | None = None,
+        documents: list[int] | None = None,
     ) -> None:
         """Close a step by hand (loops without an optimizer hook).
 
         ``tokens``: processed this step on this rank (default: what the forward hook counted);
-        ``real_tokens``: the non-padding ones, if known."""
-        self._capture.step(tokens, real_tokens=real_tokens, seq_len=seq_len)
+        ``real_tokens``: the non-padding ones, if known; ``documents``: the lengths of the packed documents
+        of this step's rows (flat, or one list per row), priced per document (attention Σ Lᵢ²) — they
+        replace what ``position_ids`` / ``cu_seq_lens_*`` said."""
+        self._capture.step(tokens, real_tokens=real_tokens, seq_len=seq_len, documents=documents)
 
     def resume(self) -> None:
         """The next step's clock starts now: call it after work between steps that is not training

@@ -122,6 +122,9 @@ def build_snapshot(
         step_duration_count=r_.resolved,
         mfu_loss=loss,
         sm_clock_ratio=clock_ratio,
+        documents_total=r_.documents_total if r_.last_documents else None,
+        documents_per_step=r_.last_documents[0] if r_.last_documents else None,
+        mean_document_length=(r_.document_tokens_total / r_.documents_total if r_.documents_total else None),
     )
 
 
