@@ -47,9 +47,20 @@ class RunStart(_Record):
     warmup_steps: int | None = Field(None, ge=0, description="steps left out of rates and MFU")
     local_rank: int | None = Field(None, ge=0)
     timer: str | None = Field(None, description="the step clock: host perf_counter or CUDA events")
+    parallel: dict[str, Any] | None = Field(
+        None, description="the parallel layout: sizes, this rank's coords, its token weight and FLOP share"
+    )
 
     LATER_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        ("peak_source", "flops_method", "hardware_flops_per_token", "warmup_steps", "local_rank", "timer")
+        (
+            "peak_source",
+            "flops_method",
+            "hardware_flops_per_token",
+            "warmup_steps",
+            "local_rank",
+            "timer",
+            "parallel",
+        )
     )
 
 

@@ -167,18 +167,17 @@ def snapshot_metrics(s: Snapshot) -> Iterator[Metric]:
     hist.add_metric(lv, buckets, s.step_duration_sum)
     yield hist
     info = InfoMetricFamily("training_run", "What this run measures against", labels=LABELS)
-    info.add_metric(
-        lv,
-        {
-            "device": s.device,
-            "dtype": s.dtype or "",
-            "model": s.model or "",
-            "peak_source": s.peak_source or "unknown",
-            "flops_method": s.flops_method or "",
-            "world_size": str(s.world_size),
-            "parallel": s.parallel or "",
-        },
-    )
+    run_labels = {
+        "device": s.device,
+        "dtype": s.dtype or "",
+        "model": s.model or "",
+        "peak_source": s.peak_source or "unknown",
+        "flops_method": s.flops_method or "",
+        "world_size": str(s.world_size),
+    }
+    if s.parallel:  # only with a parallel layout: the label set of other runs stays as it was
+        run_labels["parallel"] = s.parallel
+    info.add_metric(lv, run_labels)
     yield info
     if s.mfu_loss is not None:
         loss = GaugeMetricFamily(

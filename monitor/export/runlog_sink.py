@@ -77,7 +77,7 @@ class RunLogSink(Sink):
                     run=run,
                     rank=rank,
                     step=raw[STEP],
-                    tokens=tokens,
+                    tokens=tokens * batch.token_weight,
                     step_seconds=sec,
                     model_flops=model_flops,
                     mfu=model_flops / sec / peak if peak and sec > 0 and model_flops else None,

@@ -116,3 +116,4 @@ class StepBatch:
     sm_clock_ratio: float | None = None  # the NVML reading of this tick: the same for the steps of the batch
     window_mfu: float | None = None
     mfu_cumulative: float | None = None
+    token_weight: int = 1  # the run counts this rank's tokens × token_weight (parallel layouts)

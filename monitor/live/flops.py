@@ -57,7 +57,11 @@ class FlopsPerToken:
         self.on_error = on_error
         self.pause_hooks = pause_hooks
         self._packed: Any = None  # PackedFlopsModel, built on the first packed step
-        self.scale = 1.0  # this rank's share of its replica's model FLOPs (parallel layouts)
+        # Parallel layouts: FLOPs per token this rank charges itself for each token it is fed =
+        # FLOPs per token at (local length × seq_scale) × scale, scale = cp × its share of its replica's
+        # model FLOPs (monitor.parallel.layout: 1/tp × 1/cp × its pipeline stage's share).
+        self.scale = 1.0
+        self.seq_scale = 1
 
     @property
     def method(self) -> str | None:
@@ -82,6 +86,7 @@ class FlopsPerToken:
         if cached is not None:
             return cached
         kind, value = self.source.kind, self.source.value
+        local, seq_len = seq_len, seq_len * self.seq_scale
         try:
             if kind == "fixed":
                 result = (value, value)
@@ -101,7 +106,9 @@ class FlopsPerToken:
                 self.on_error("FLOPs model", exc)
             self.source = None
             return None
-        self.cache[seq_len] = result
+        if self.scale != 1.0:
+            result = (result[0] * self.scale, result[1] * self.scale)
+        self.cache[local] = result
         return result
 
     def packed(self, lengths: list[int]) -> tuple[float, float] | None:

@@ -89,6 +89,7 @@ class StepResolver:
         self.last_end_perf: float | None = None
         self.last_seconds: float | None = None
         self.last_seq_len: int | None = seq_len
+        self.token_weight = 1  # 0 on ranks whose tokens another rank counts (tensor/pipeline peers)
         self.documents_total = 0  # packed documents of the steps that carried a packing marker
         self.document_tokens_total = 0
         self.last_documents: tuple[int, int] | None = None  # (documents, their tokens) of the last such step
@@ -171,7 +172,7 @@ class StepResolver:
         if self.keep_for_log:
             self.unlogged.extend(records)
         self.resolved += len(batch)
-        self.tokens_total += tokens
+        self.tokens_total += tokens * self.token_weight
         self.model_flops_total += model_flops
         self.hw_flops_total += hw_flops
         self.post_tokens += post[0]
