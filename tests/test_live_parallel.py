@@ -78,3 +78,25 @@ def test_a_layout_that_is_not_the_world_names_the_field() -> None:
         MFUMonitor(None, None, parallel={"dp": 2, "tp": 2}, rank=0, world_size=8, handle_sigterm=False)
     with pytest.raises(InputError, match="mesh"):
         MFUMonitor(None, None, mesh=object(), parallel={"dp": 1}, handle_sigterm=False)
+
+
+def test_context_parallel_slices_need_explicit_documents(caplog: pytest.LogCaptureFixture) -> None:
+    """Under cp, position_ids of a slice are not the documents: one warning, the row convention, no error;
+    mon.step(documents=...) is still priced per document."""
+    model = build_model(TINY_CONFIGS["llama"])
+    mon = MFUMonitor(
+        model, None, parallel={"cp": 2, "coords": {"cp": 1}}, rank=1, world_size=2, handle_sigterm=False,
+        warmup_steps=0, peak_flops=1e12,
+    )  # fmt: skip
+    positions = torch.cat([torch.arange(5), torch.arange(11)]).unsqueeze(0)
+    try:
+        for explicit in (None, [10, 22]):
+            ids = torch.randint(3, 97, (1, 16))
+            model(input_ids=ids, labels=ids, position_ids=positions, use_cache=False).loss.backward()
+            mon.step(documents=explicit)
+        snap = mon.snapshot()
+    finally:
+        mon.close()
+    assert snap.errors == 0
+    assert "context parallelism" in caplog.text
+    assert snap.documents_total == 2 and snap.mean_document_length == 16

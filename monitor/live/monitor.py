@@ -218,6 +218,7 @@ class MFUMonitor:
         self._lock = self._resolver.lock
         if self._layout is not None:
             apply_layout(self._layout, self._flops, self._resolver)
+            self._resolver.warn = self._warn_once
         if model is not None:
             unknown = unknown_mesh_dims(unwrap(model).named_parameters(), self._layout)
             if unknown:

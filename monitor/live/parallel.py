@@ -46,6 +46,7 @@ def apply_layout(layout: ParallelLayout, flops: FlopsPerToken, resolver: StepRes
     flops.scale = layout.replica_tokens(1) * layout.flop_share
     flops.cache.clear()
     resolver.token_weight = layout.token_weight
+    resolver.sliced_sequences = layout.size("cp") > 1
 
 
 def parallel_record(layout: ParallelLayout | None) -> dict[str, Any] | None:

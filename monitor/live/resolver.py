@@ -90,6 +90,10 @@ class StepResolver:
         self.last_seconds: float | None = None
         self.last_seq_len: int | None = seq_len
         self.token_weight = 1  # 0 on ranks whose tokens another rank counts (tensor/pipeline peers)
+        # Context parallelism: a rank's position_ids / cu_seq_lens cover a slice of each sequence, not its
+        # documents; then only mon.step(documents=...) is priced per document (``warn`` says so once).
+        self.sliced_sequences = False
+        self.warn: Callable[[str, str], None] | None = None
         self.documents_total = 0  # packed documents of the steps that carried a packing marker
         self.document_tokens_total = 0
         self.last_documents: tuple[int, int] | None = None  # (documents, their tokens) of the last such step
@@ -242,6 +246,15 @@ class StepResolver:
         """The step's document lengths (``mon.step(documents=...)`` replaces what the forwards said)."""
         try:
             explicit = [d for d in found if d.kind == "explicit"]
+            if self.sliced_sequences and not explicit:
+                if self.warn is not None:
+                    self.warn(
+                        "cp documents",
+                        "packed rows under context parallelism: position_ids / cu_seq_lens of a slice do not "
+                        "give the documents' lengths — pass mon.step(documents=[...])"
+                        " (per-row FLOPs meanwhile)",
+                    )
+                return None
             return [n for d in (explicit or found) for n in d.read()]
         except Exception as exc:
             if self.on_error is not None:
