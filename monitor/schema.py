@@ -47,9 +47,20 @@ class RunStart(_Record):
     warmup_steps: int | None = Field(None, ge=0, description="steps left out of rates and MFU")
     local_rank: int | None = Field(None, ge=0)
     timer: str | None = Field(None, description="the step clock: host perf_counter or CUDA events")
+    parallel: dict[str, Any] | None = Field(
+        None, description="the parallel layout: sizes, this rank's coords, its token weight and FLOP share"
+    )
 
     LATER_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        ("peak_source", "flops_method", "hardware_flops_per_token", "warmup_steps", "local_rank", "timer")
+        (
+            "peak_source",
+            "flops_method",
+            "hardware_flops_per_token",
+            "warmup_steps",
+            "local_rank",
+            "timer",
+            "parallel",
+        )
     )
 
 
@@ -74,11 +85,15 @@ class StepRecord(_Record):
     sm_clock_ratio: float | None = Field(
         None, ge=0, description="SM clock / max SM clock (NVML) at the log tick that wrote this step"
     )
+    documents: int | None = Field(
+        None, ge=0, description="packed documents this step (null: no packing marker, one per row)"
+    )
+    mean_document_length: float | None = Field(None, ge=0, description="mean tokens per packed document")
 
     LATER_FIELDS: ClassVar[frozenset[str]] = frozenset(
         (
             "hardware_flops", "real_tokens", "seq_len", "forward_start_time", "input_wait_seconds", "warmup",
-            "pre_backward_seconds", "sm_clock_ratio",
+            "pre_backward_seconds", "sm_clock_ratio", "documents", "mean_document_length",
         )
     )  # fmt: skip
 
@@ -130,6 +145,8 @@ def step_record(
     warmup: bool,
     pre_backward_seconds: float | None,
     sm_clock_ratio: float | None,
+    documents: int | None = None,
+    mean_document_length: float | None = None,
 ) -> dict[str, Any]:
     """A step record as a plain dict with exactly :class:`StepRecord`'s fields (built once per step at log
     time, where a validated model per step would cost more than the step itself)."""
@@ -151,6 +168,8 @@ def step_record(
         "warmup": warmup,
         "pre_backward_seconds": pre_backward_seconds,
         "sm_clock_ratio": sm_clock_ratio,
+        "documents": documents,
+        "mean_document_length": mean_document_length,
     }
 
 

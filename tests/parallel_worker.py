@@ -131,6 +131,62 @@ def run_fsdp_tp() -> tuple[ParallelLayout, list[dict[str, float]]]:
     return layout, out
 
 
+def run_monitor(out_dir: Path) -> tuple[ParallelLayout, list[dict[str, float]]]:
+    """FSDP2 x tp under MFUMonitor(mesh=...): what the run log, the snapshot and the world figures say,
+    against the wall clock. FLOPs per token given: the one-rank FlopCounterMode truth."""
+    import time
+
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    from monitor.live.monitor import MFUMonitor
+
+    torch.manual_seed(0)
+    plain = Model()
+    ids = torch.randint(0, VOCAB, (1, SEQ))
+    with FlopCounterMode(display=False) as fc:
+        loss_fn(plain(ids), ids).backward()
+    fpt = float(fc.get_total_flops()) / SEQ
+    mesh = init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp_shard", "tp"))
+    layout = from_mesh(mesh)
+    torch.manual_seed(0)
+    model = Model()
+    plan = {"q": ColwiseParallel(), "k": ColwiseParallel(), "v": ColwiseParallel(), "o": RowwiseParallel()}
+    plan |= {"up": ColwiseParallel(), "down": RowwiseParallel()}
+    for block in model.layers.values():
+        parallelize_module(block, mesh["tp"], plan)
+        fully_shard(block, mesh=mesh["dp_shard"])
+    fully_shard(model, mesh=mesh["dp_shard"])
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    rank = dist.get_rank()
+    peak = 1e9
+    mon = MFUMonitor(
+        model, opt, mesh=mesh, flops_per_token=fpt, peak_flops=peak, warmup_steps=0, log_every=STEPS,
+        window_steps=100, window_seconds=1e6, handle_sigterm=False, run="tp",
+        log_path=str(out_dir / f"monitor-rank{rank}.jsonl"),
+    )  # fmt: skip
+    replica = layout.coord("dp_shard")
+    rows = ROWS // layout.replicas
+    dist.barrier()
+    t0 = time.perf_counter()
+    for batch in batches():
+        mine = batch[replica * rows : (replica + 1) * rows]
+        loss_fn(model(mine[:, :-1]), mine[:, 1:]).backward()
+        opt.step()
+        opt.zero_grad()
+    wall = time.perf_counter() - t0
+    snap = mon.snapshot()
+    mon.close()
+    world = snap.world
+    out = [{
+        "tokens": snap.tokens_total, "flops": snap.model_flops_total, "wall": wall, "fpt": fpt, "peak": peak,
+        "world_mfu": world.mfu if world is not None and world.mfu is not None else float("nan"),
+        "world_tokens": world.tokens_total if world is not None else -1,
+    }]  # fmt: skip
+    return layout, out
+
+
 def run_pp() -> tuple[ParallelLayout, list[dict[str, float]]]:
     from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
 
@@ -177,7 +233,10 @@ def main() -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     rank = dist.get_rank()
-    layout, steps = {"single": run_single, "fsdp_tp": run_fsdp_tp, "pp": run_pp}[mode]()
+    if mode == "monitor":
+        layout, steps = run_monitor(out_dir)
+    else:
+        layout, steps = {"single": run_single, "fsdp_tp": run_fsdp_tp, "pp": run_pp}[mode]()
     record = {
         "rank": rank,
         "world_size": dist.get_world_size(),

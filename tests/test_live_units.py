@@ -43,7 +43,7 @@ def _snap(**over: Any) -> Snapshot:
 
 def _raw(index: int, start: float, seconds: float, tokens: int, seq: int | None = 8) -> tuple[Any, ...]:
     end = start + seconds
-    return (index, start, end, end, start, start, tokens, seq, None, None, None, None)
+    return (index, start, end, end, start, start, tokens, seq, None, None, None, None, None)
 
 
 def _resolver(steps: list[tuple[Any, ...]], **kw: Any) -> StepResolver:

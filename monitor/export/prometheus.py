@@ -175,6 +175,13 @@ def snapshot_metrics(s: Snapshot) -> Iterator[Metric]:
             s.last_step_time,
         )
     yield _gauge("training_world_size", "Ranks in the run", lv, s.world_size)
+    if s.documents_total is not None:
+        yield _counter("training_documents", "Packed documents processed on this rank", lv, s.documents_total)
+    if s.mean_document_length is not None:
+        yield _gauge(
+            "training_document_length_mean", "Mean tokens per packed document, this rank", lv,
+            s.mean_document_length,
+        )  # fmt: skip
     hist = HistogramMetricFamily(
         "training_step_duration_seconds", "Step time: previous step end to this step end", labels=LABELS
     )
@@ -183,17 +190,17 @@ def snapshot_metrics(s: Snapshot) -> Iterator[Metric]:
     hist.add_metric(lv, buckets, s.step_duration_sum)
     yield hist
     info = InfoMetricFamily("training_run", "What this run measures against", labels=LABELS)
-    info.add_metric(
-        lv,
-        {
-            "device": s.device,
-            "dtype": s.dtype or "",
-            "model": s.model or "",
-            "peak_source": s.peak_source or "unknown",
-            "flops_method": s.flops_method or "",
-            "world_size": str(s.world_size),
-        },
-    )
+    run_labels = {
+        "device": s.device,
+        "dtype": s.dtype or "",
+        "model": s.model or "",
+        "peak_source": s.peak_source or "unknown",
+        "flops_method": s.flops_method or "",
+        "world_size": str(s.world_size),
+    }
+    if s.parallel:  # only with a parallel layout: the label set of other runs stays as it was
+        run_labels["parallel"] = s.parallel
+    info.add_metric(lv, run_labels)
     yield info
     if s.mfu_loss is not None:
         loss = GaugeMetricFamily(

@@ -21,6 +21,7 @@ from monitor.figures.steps import (
     STEP,
     TOKENS,
     StepBatch,
+    document_fields,
     input_wait,
     pre_backward,
 )
@@ -76,7 +77,7 @@ class RunLogSink(Sink):
                     run=run,
                     rank=rank,
                     step=raw[STEP],
-                    tokens=tokens,
+                    tokens=tokens * batch.token_weight,
                     step_seconds=sec,
                     model_flops=model_flops,
                     mfu=model_flops / sec / peak if peak and sec > 0 and model_flops else None,
@@ -88,6 +89,7 @@ class RunLogSink(Sink):
                     warmup=raw[STEP] < counted,
                     pre_backward_seconds=pre_backward(fwd, raw[BACKWARD_PERF]),
                     sm_clock_ratio=clock,
+                    **document_fields(raw),
                 )
             )
         self.writer.write_dicts(records)

@@ -78,6 +78,11 @@ class Snapshot:
     step_duration_count: int = 0
     mfu_loss: MfuLoss | None = None  # the window's MFU gap split into causes (monitor.figures.attribution)
     sm_clock_ratio: float | None = None  # SM clock / max SM clock at the last NVML reading
+    # Packed rows (forwards with position_ids restarting, cu_seq_lens_*, or mon.step(documents=...)):
+    documents_total: int | None = None  # packed documents on this rank; None: no packed step yet
+    documents_per_step: int | None = None  # the last packed step's documents
+    mean_document_length: float | None = None  # tokens per packed document, over the run
+    parallel: str | None = None  # the parallel layout, e.g. "dp_shard=2,tp=2"; None on one replica
 
     def as_dict(self) -> dict[str, object]:
         from dataclasses import asdict

@@ -28,7 +28,10 @@ OTHER_LENGTHS = 8
 MASKS = 9
 REAL_TOKENS = 10  # non-padding tokens given by hand, or counted from MASKS at resolve time
 BACKWARD_PERF = 11
-RAW_FIELDS = 12
+# Packed rows: deferred documents (``live/documents.py``) on a raw step; once resolved, ``(documents, their
+# tokens)`` of the step, or None when no forward carried a packing marker (each row is then one document).
+DOCUMENTS = 12
+RAW_FIELDS = 13
 
 # Fields of a resolved step.
 RAW = 0
@@ -38,6 +41,15 @@ FLOPS_PER_TOKEN = 2  # (training, hardware)
 RawStep = tuple[Any, ...]
 ResolvedStep = tuple[RawStep, float, tuple[float, float]]
 NO_FLOPS = (0.0, 0.0)
+
+
+def document_fields(raw: RawStep) -> dict[str, Any]:
+    """``documents`` and ``mean_document_length`` of a resolved step (None for both without packing)."""
+    docs = raw[DOCUMENTS] if len(raw) > DOCUMENTS else None
+    if not docs or not docs[0]:
+        return {"documents": None, "mean_document_length": None}
+    count, tokens = docs
+    return {"documents": count, "mean_document_length": tokens / count}
 
 
 def input_wait(prev_end_perf: float | None, forward_perf: float | None) -> float | None:
@@ -104,3 +116,4 @@ class StepBatch:
     sm_clock_ratio: float | None = None  # the NVML reading of this tick: the same for the steps of the batch
     window_mfu: float | None = None
     mfu_cumulative: float | None = None
+    token_weight: int = 1  # the run counts this rank's tokens × token_weight (parallel layouts)

@@ -17,7 +17,9 @@ from typing import Any
 import torch
 
 from monitor.errors import InputError
+from monitor.live.compile_compat import CompiledInputs
 from monitor.live.distributed import initialized as dist_initialized
+from monitor.live.documents import DeferredDocuments, documents_in
 from monitor.live.timing import HostTimer, TimerBackend
 from monitor.live.tokens import DeferredCount, tokens_in
 
@@ -25,6 +27,8 @@ _MAX_PENDING = 1000  # steps waiting for a log tick on one process before one is
 FORWARDS_WITHOUT_STEP = 1000  # micro-batches in one step before the monitor says no step seems to close
 _grad_enabled = torch.is_grad_enabled
 _perf = time.perf_counter
+_is_compiling = torch.compiler.is_compiling
+_PACKING_KEYS = ("position_ids", "cu_seq_lens_q", "cu_seqlens_q", "cu_seq_lens_k", "cu_seqlens_k")
 
 
 class StepCapture:
@@ -75,10 +79,13 @@ class StepCapture:
         self.seq: int | None = None
         self.other: dict[int, int] | None = None  # micro-batches of other lengths (rare)
         self.masks: list[DeferredCount] | None = None
+        self.docs: list[DeferredDocuments] | None = None  # packed rows' documents, read at log time
         self.next_real: int | None = None  # real tokens given to step() by hand
         self.monitor_seconds = 0.0  # time the log ticks took on the training thread
         self.forwards = 0  # forward passes after the step's first (micro-batches), reset when a step closes
         self.on_warn: Callable[[str, str], None] = lambda key, message: None
+        # Forward calls seen inside compiled frames (torch.compile), counted at the step's end.
+        self.compiled = CompiledInputs()
 
     # --- hooks ---
     def forward_pre_hook(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -88,18 +95,25 @@ class StepCapture:
         mask) reads two shape facts and sets four attributes; the rest goes to ``_count_other_forward``."""
         if self.paused or not _grad_enabled():  # evaluation (no_grad) is not training throughput
             return None
+        if _is_compiling():
+            # Inside a compiled frame only traceable work (no clock, no try): keep the input references,
+            # counted at the step's end (live/compile_compat.py).
+            self.compiled.stash(args, kwargs)
+            return None
         try:
             if self.fwd_perf is None:
                 self.fwd_perf = now = _perf()
                 if self.prev_marker is None:  # the very first step starts at its first forward
                     self.prev_marker = now if self.host_timer else self.timer.mark()
             ids = kwargs.get("input_ids")
-            if ids is None or self.tok or "attention_mask" in kwargs:
+            if ids is None or self.tok or "attention_mask" in kwargs or "position_ids" in kwargs:
                 self._count_other_forward(ids, args, kwargs)
                 return None
             shape = ids.shape
             self.tok = ids.numel()
             self.seq = shape[-1] if shape else 1
+            if len(kwargs) > 1 and any(k in kwargs for k in _PACKING_KEYS):
+                self._note_documents(kwargs, shape[0] if len(shape) > 1 else 1)
         except Exception as exc:
             self.on_error("forward hook", exc)
         return None
@@ -135,10 +149,34 @@ class StepCapture:
             if self.masks is None:
                 self.masks = []
             self.masks.append(DeferredCount(mask))
+        if any(k in kwargs for k in _PACKING_KEYS):
+            self._note_documents(kwargs, n // s if s else 1)
+
+    def _note_documents(self, kwargs: dict[str, Any], rows: int) -> None:
+        """The forward's packed documents (position_ids restarting, varlen keywords), read at log time."""
+        found = documents_in(kwargs, None, rows=rows)
+        if found is not None:
+            if self.docs is None:
+                self.docs = []
+            self.docs.append(found)
+
+    def _count_compiled(self) -> None:
+        """The forward calls stashed inside compiled frames, counted as the eager hook counts them (their
+        first forward's timestamp is lost: the step starts at the previous step's end)."""
+        for args, kwargs in self.compiled.drain():
+            ids = kwargs.get("input_ids")
+            if ids is None or self.tok or "attention_mask" in kwargs or "position_ids" in kwargs:
+                self._count_other_forward(ids, args, kwargs)
+            else:
+                shape = ids.shape
+                self.tok = ids.numel()
+                self.seq = shape[-1] if shape else 1
+                if any(k in kwargs for k in _PACKING_KEYS):
+                    self._note_documents(kwargs, shape[0] if len(shape) > 1 else 1)
 
     def forward_post_hook(self, module: Any, args: Any, output: Any) -> None:
         """Forward post-hook: a hook on the output's gradient marks when this forward's backward starts."""
-        if not _grad_enabled() or self.paused:
+        if not _grad_enabled() or self.paused or _is_compiling():
             return None
         try:
             tensor = _grad_output(output)
@@ -160,6 +198,8 @@ class StepCapture:
             now = _perf()
             if self.closed:
                 return
+            if self.compiled.calls:
+                self._count_compiled()
             prev = self.prev_marker
             if prev is None:
                 prev = self.start_marker
@@ -179,11 +219,12 @@ class StepCapture:
                     self.masks,
                     self.next_real,
                     self.bwd_perf,
+                    self.docs,
                 )
             )  # fmt: skip  (the field order of figures/steps.py)
             self.prev_marker = marker
             self.prev_end_perf = now
-            self.fwd_perf = self.bwd_perf = self.other = self.masks = None
+            self.fwd_perf = self.bwd_perf = self.other = self.masks = self.docs = None
             self.tok = self.forwards = 0
             self.next_index = n + 1
             # One countdown to the next multiple of log_every and one clock comparison, instead of a modulo.
@@ -220,7 +261,12 @@ class StepCapture:
 
     # --- by hand ---
     def step(
-        self, tokens: int | None = None, *, real_tokens: int | None = None, seq_len: int | None = None
+        self,
+        tokens: int | None = None,
+        *,
+        real_tokens: int | None = None,
+        seq_len: int | None = None,
+        documents: list[int] | None = None,
     ) -> None:
         """Close a step by hand (see ``MFUMonitor.step``). A bad argument is the caller's bug: it raises
         ``InputError`` here, before anything is counted, so the run's figures stay as they were."""
@@ -232,10 +278,16 @@ class StepCapture:
                     "real_tokens", f"{real_tokens} non-padding tokens is more than the {counted} tokens the "
                     "forward hook counted this step", "pass real_tokens <= the step's tokens, or tokens= too",
                 )  # fmt: skip
+        if documents is not None:
+            from monitor.model.packing import flatten_lengths
+
+            lengths = flatten_lengths(documents)  # InputError naming ``documents`` on bad input
+            self.docs = [DeferredDocuments("explicit", lengths=lengths)]
         try:
             if tokens is not None:
                 s = seq_len or self.seq_len_override or self.seq_len_hint() or 1
                 self.tok, self.seq, self.other, self.masks = tokens, s, None, None
+                self.compiled.drain()  # the count given by hand replaces what the hooks saw
                 if seq_len:
                     self.on_seq_len(seq_len)  # a run_start written later carries it
             self.next_real = real_tokens

@@ -56,6 +56,12 @@ class FlopsPerToken:
         self.cache: dict[int, tuple[float, float]] = {}
         self.on_error = on_error
         self.pause_hooks = pause_hooks
+        self._packed: Any = None  # PackedFlopsModel, built on the first packed step
+        # Parallel layouts: FLOPs per token this rank charges itself for each token it is fed =
+        # FLOPs per token at (local length × seq_scale) × scale, scale = cp × its share of its replica's
+        # model FLOPs (monitor.parallel.layout: 1/tp × 1/cp × its pipeline stage's share).
+        self.scale = 1.0
+        self.seq_scale = 1
 
     @property
     def method(self) -> str | None:
@@ -80,6 +86,7 @@ class FlopsPerToken:
         if cached is not None:
             return cached
         kind, value = self.source.kind, self.source.value
+        local, seq_len = seq_len, seq_len * self.seq_scale
         try:
             if kind == "fixed":
                 result = (value, value)
@@ -99,8 +106,31 @@ class FlopsPerToken:
                 self.on_error("FLOPs model", exc)
             self.source = None
             return None
-        self.cache[seq_len] = result
+        if self.scale != 1.0:
+            result = (result[0] * self.scale, result[1] * self.scale)
+        self.cache[local] = result
         return result
+
+    def packed(self, lengths: list[int]) -> tuple[float, float] | None:
+        """(training, hardware) FLOPs per token of a step of packed documents of these lengths, attention
+        priced per document (Σ Lᵢ², windows and the causal option per document: monitor.model.packing);
+        None when the FLOPs come from a given number or a measurement (then the row convention stays)."""
+        if self.source is None or self.source.kind != "spec" or not lengths:
+            return None
+        try:
+            if self._packed is None:
+                from monitor.model.packing import PackedFlopsModel
+
+                spec = self.source.value
+                self._packed = PackedFlopsModel(
+                    spec, causal=self.causal, recompute=self.recompute, frozen=self._frozen(spec)
+                )
+            step = self._packed.step(lengths)
+        except Exception as exc:
+            if self.on_error is not None:
+                self.on_error("packed FLOPs model", exc)
+            return None
+        return step.training / step.tokens * self.scale, step.hardware / step.tokens * self.scale
 
     def _measure(self, seq_len: int) -> tuple[float, float]:
         from monitor.model.measure import measure_module

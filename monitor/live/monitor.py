@@ -50,15 +50,18 @@ from monitor.figures.world import rank_contribution, world_figures
 from monitor.hardware.nvml import GpuBackend
 from monitor.live.capture import StepCapture, inert_capture
 from monitor.live.clock import SmClock
+from monitor.live.compile_compat import unwrap
 from monitor.live.distributed import MAX_FIELDS, SUM_FIELDS, Reducer, rank_place
 from monitor.live.distributed import initialized as dist_initialized
 from monitor.live.flops import FlopsPerToken
 from monitor.live.options import CHECKED, check_inputs, default_run_id, unwrap_optimizer
+from monitor.live.parallel import apply_layout, parallel_layout, parallel_record
 from monitor.live.resolver import StepResolver
 from monitor.live.setup import resolve_run_setup
 from monitor.live.signals import SigtermHandler
 from monitor.live.snapshots import RunLabels, build_snapshot, run_start_record
 from monitor.live.timing import TimerBackend
+from monitor.parallel.dtensor import unknown_mesh_dims
 from monitor.schema import RunStart
 
 log = logging.getLogger("monitor")
@@ -135,6 +138,8 @@ class MFUMonitor:
         rank: int | None = None,
         world_size: int | None = None,
         first_step: int = 0,
+        mesh: Any = None,
+        parallel: dict[str, Any] | None = None,
     ) -> None:
         check_inputs(**{name: value for name, value in locals().items() if name in CHECKED})
         self._closed = False
@@ -206,6 +211,7 @@ class MFUMonitor:
         )
         self._flops.pause_hooks = self._pause_hooks
         self._capture.on_warn = self._warn_once
+        self._layout = parallel_layout(mesh, parallel, rank=self.rank, world_size=self.world_size)
         self._resolver = StepResolver(
             self._capture.pending,
             flops=self._flops,
@@ -217,6 +223,13 @@ class MFUMonitor:
             on_error=self._error,
         )
         self._lock = self._resolver.lock
+        if self._layout is not None:
+            apply_layout(self._layout, self._flops, self._resolver)
+            self._resolver.warn = self._warn_once
+        if model is not None:
+            unknown = unknown_mesh_dims(unwrap(model).named_parameters(), self._layout)
+            if unknown:
+                self._warn_once("mesh dims", unknown)
         self._wall_offset = self._capture.wall0 - self._capture.perf0  # unix time = offset + perf_counter
 
         # Hooks.
@@ -278,13 +291,20 @@ class MFUMonitor:
 
     # --- the training loop's calls ---
     def step(
-        self, tokens: int | None = None, *, real_tokens: int | None = None, seq_len: int | None = None
+        self,
+        tokens: int | None = None,
+        *,
+        real_tokens: int | None = None,
+        seq_len: int | None = None,
+        documents: list[int] | None = None,
     ) -> None:
         """Close a step by hand (loops without an optimizer hook).
 
         ``tokens``: processed this step on this rank (default: what the forward hook counted);
-        ``real_tokens``: the non-padding ones, if known."""
-        self._capture.step(tokens, real_tokens=real_tokens, seq_len=seq_len)
+        ``real_tokens``: the non-padding ones, if known; ``documents``: the lengths of the packed documents
+        of this step's rows (flat, or one list per row), priced per document (attention Σ Lᵢ²) — they
+        replace what ``position_ids`` / ``cu_seq_lens_*`` said."""
+        self._capture.step(tokens, real_tokens=real_tokens, seq_len=seq_len, documents=documents)
 
     def resume(self) -> None:
         """The next step's clock starts now: call it after work between steps that is not training
@@ -366,6 +386,7 @@ class MFUMonitor:
             sm_clock_ratio=self._clock.ratio,
             window_mfu=mfu,
             mfu_cumulative=cumulative,
+            token_weight=self._resolver.token_weight,
         )
 
     @property
@@ -432,12 +453,18 @@ class MFUMonitor:
             peak_source=self.peak_source,
             warmup_steps=self._warmup_steps,
             token_budget=self._token_budget,
+            parallel=self._layout.short() if self._layout is not None else None,
         )
 
     def _run_start(self) -> RunStart:
         seq = self._seq_len_override or self._resolver.last_seq_len
         return run_start_record(
-            self._flops, self._labels(), seq_len=seq, time=self._capture.wall0, timer=self.setup.timer.name
+            self._flops,
+            self._labels(),
+            seq_len=seq,
+            time=self._capture.wall0,
+            timer=self.setup.timer.name,
+            parallel=parallel_record(self._layout),
         )
 
     def _warn_suspect(self, mfu: float) -> None:

@@ -16,9 +16,11 @@ from bisect import bisect_right as _bisect_right
 from collections import deque
 from collections.abc import Callable
 from operator import itemgetter, sub
+from typing import Any
 
 from monitor.figures.steps import (
     BACKWARD_PERF,
+    DOCUMENTS,
     END_PERF,
     FORWARD_PERF,
     MASKS,
@@ -39,8 +41,8 @@ from monitor.live.flops import FlopsPerToken
 from monitor.live.timing import TimerBackend
 
 _prev_marker, _marker = itemgetter(1), itemgetter(2)
-_tokens, _seq_len, _other, _masks, _real = (
-    itemgetter(i) for i in (TOKENS, SEQ_LEN, OTHER_LENGTHS, MASKS, REAL_TOKENS)
+_tokens, _seq_len, _other, _masks, _real, _docs = (
+    itemgetter(i) for i in (TOKENS, SEQ_LEN, OTHER_LENGTHS, MASKS, REAL_TOKENS, DOCUMENTS)
 )
 
 
@@ -87,6 +89,14 @@ class StepResolver:
         self.last_end_perf: float | None = None
         self.last_seconds: float | None = None
         self.last_seq_len: int | None = seq_len
+        self.token_weight = 1  # 0 on ranks whose tokens another rank counts (tensor/pipeline peers)
+        # Context parallelism: a rank's position_ids / cu_seq_lens cover a slice of each sequence, not its
+        # documents; then only mon.step(documents=...) is priced per document (``warn`` says so once).
+        self.sliced_sequences = False
+        self.warn: Callable[[str, str], None] | None = None
+        self.documents_total = 0  # packed documents of the steps that carried a packing marker
+        self.document_tokens_total = 0
+        self.last_documents: tuple[int, int] | None = None  # (documents, their tokens) of the last such step
 
     def note_seq_len(self, seq_len: int) -> None:
         self.last_seq_len = seq_len
@@ -135,7 +145,12 @@ class StepResolver:
         """Resolved steps into the totals, the histogram and the recent steps."""
         total_seconds = math.fsum(seconds)
         lengths = set(map(_seq_len, batch))
-        if len(lengths) == 1 and not any(map(_other, batch)) and not any(map(_masks, batch)):
+        if (
+            len(lengths) == 1
+            and not any(map(_other, batch))
+            and not any(map(_masks, batch))
+            and not any(map(_docs, batch))
+        ):
             # The common case, in C-level passes: one sequence length, no attention masks.
             (length,) = lengths
             fpt = (self.flops(length) or NO_FLOPS) if length is not None else NO_FLOPS
@@ -161,7 +176,7 @@ class StepResolver:
         if self.keep_for_log:
             self.unlogged.extend(records)
         self.resolved += len(batch)
-        self.tokens_total += tokens
+        self.tokens_total += tokens * self.token_weight
         self.model_flops_total += model_flops
         self.hw_flops_total += hw_flops
         self.post_tokens += post[0]
@@ -212,8 +227,39 @@ class StepResolver:
         """A step with several sequence lengths or attention masks as a plain one: all its tokens, the
         token-weighted FLOPs per token of its lengths, its real-token count read now (events complete)."""
         tokens = r[TOKENS] + sum((r[OTHER_LENGTHS] or {}).values())
-        flat = (*r[:TOKENS], tokens, r[SEQ_LEN], None, None, self._real_count(r), r[BACKWARD_PERF])
-        return flat, seconds, self._step_flops_per_token(r)
+        fpt = self._step_flops_per_token(r)
+        docs = None
+        if r[DOCUMENTS]:
+            lengths = self._document_lengths(r[DOCUMENTS])
+            if lengths:
+                docs = (len(lengths), sum(lengths))
+                self.documents_total += docs[0]
+                self.document_tokens_total += docs[1]
+                self.last_documents = docs
+                packed = self.flops.packed(lengths)
+                if packed is not None:
+                    fpt = packed
+        flat = (*r[:TOKENS], tokens, r[SEQ_LEN], None, None, self._real_count(r), r[BACKWARD_PERF], docs)
+        return flat, seconds, fpt
+
+    def _document_lengths(self, found: list[Any]) -> list[int] | None:
+        """The step's document lengths (``mon.step(documents=...)`` replaces what the forwards said)."""
+        try:
+            explicit = [d for d in found if d.kind == "explicit"]
+            if self.sliced_sequences and not explicit:
+                if self.warn is not None:
+                    self.warn(
+                        "cp documents",
+                        "packed rows under context parallelism: position_ids / cu_seq_lens of a slice do not "
+                        "give the documents' lengths — pass mon.step(documents=[...])"
+                        " (per-row FLOPs meanwhile)",
+                    )
+                return None
+            return [n for d in (explicit or found) for n in d.read()]
+        except Exception as exc:
+            if self.on_error is not None:
+                self.on_error("packed documents", exc)
+            return None
 
     def _step_flops_per_token(self, r: RawStep) -> tuple[float, float]:
         """(training, hardware) FLOPs per token averaged over a step's micro-batch lengths; (0, 0) when

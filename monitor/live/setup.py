@@ -58,6 +58,9 @@ def resolve_run_setup(
     on_error: OnError,
 ) -> RunSetup:
     """Everything the run needs to know once, from the monitor's options and the model."""
+    from monitor.live.compile_compat import unwrap
+
+    model = unwrap(model)  # a torch.compile'd module: its config, class name and parameters
     device = model_device(model)
     dtype_name = resolve_dtype(dtype, model)
     source = flops_source(model, spec, flops_per_token, warn)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 from monitor.figures.snapshot import Snapshot, WorldFigures
 from monitor.figures.window import STEP_BUCKETS, eta_seconds, rates, select_window, utilization
@@ -31,6 +32,7 @@ class RunLabels:
     peak_source: str | None
     warmup_steps: int
     token_budget: int | None
+    parallel: str | None = None  # the parallel layout in short ("dp_shard=2,tp=2"); None without one
 
 
 def build_snapshot(
@@ -122,11 +124,21 @@ def build_snapshot(
         step_duration_count=r_.resolved,
         mfu_loss=loss,
         sm_clock_ratio=clock_ratio,
+        parallel=labels.parallel,
+        documents_total=r_.documents_total if r_.last_documents else None,
+        documents_per_step=r_.last_documents[0] if r_.last_documents else None,
+        mean_document_length=(r_.document_tokens_total / r_.documents_total if r_.documents_total else None),
     )
 
 
 def run_start_record(
-    flops: FlopsPerToken, labels: RunLabels, *, seq_len: int | None, time: float, timer: str
+    flops: FlopsPerToken,
+    labels: RunLabels,
+    *,
+    seq_len: int | None,
+    time: float,
+    timer: str,
+    parallel: dict[str, Any] | None = None,
 ) -> RunStart:
     """The run log's ``run_start``: the run's labels and its FLOPs per token at ``seq_len`` (at length 1 for a
     given number, which does not depend on the length)."""
@@ -149,4 +161,5 @@ def run_start_record(
         warmup_steps=labels.warmup_steps,
         local_rank=labels.local_rank,
         timer=timer,
+        parallel=parallel,
     )

@@ -127,6 +127,10 @@ class ParallelLayout(BaseModel):
         ``flops_per_token`` taken at :meth:`global_seq_len`."""
         return self.replica_tokens(local_tokens) * flops_per_token * self.flop_share
 
+    def short(self) -> str:
+        """The sizes in short, slowest dimension first: ``"dp_shard=2,tp=2"`` (the metrics' label)."""
+        return ",".join(f"{d}={n}" for d, n in self.sizes.items())
+
     def record(self) -> dict[str, Any]:
         """What ``run_start`` records."""
         out: dict[str, Any] = {"sizes": dict(self.sizes), "coords": dict(self.coords), "source": self.source}
