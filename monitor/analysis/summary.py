@@ -3,7 +3,7 @@
 ``analyze(paths, options)`` reads the logs (streaming), merges ranks by step (``monitor.analysis.steps``) and
 returns an ``Analysis``: one ``RunSummary`` per run, side by side, plus the skipped-line counts. Each part of
 a summary is one small function of the step table (``_throughput``, ``_below_threshold``, ``_stalls``,
-``_ranks``, ``_alerts``), so a new section (issue 9's MFU loss attribution) is one more function and one more
+``_ranks``, ``_alerts``), so a new section (the MFU-loss split, say) is one more function and one more
 field.
 
 Conventions (see docs/analysis.md):
