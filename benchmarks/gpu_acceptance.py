@@ -13,6 +13,7 @@ Checks, each guarded (a failing check is reported, the others still run; the JSO
   overhead    the same loop with and without the monitor, interleaved blocks: step time within 0.5%
   metrics     /metrics scraped during the run: power, energy, SM clock, memory, utilisation sane; joules/token
   gpm         tensor-core activity (NVML GPM, Hopper+) and MFU <= tensor activity (+5 points)
+  gpm_run_log the same from the run log's step records, read back by ``mfu analyze``'s summary
 Where there is no NVIDIA GPU it prints "no GPU" and exits 0 (the test suite runs that path).
 Exit status: 0 when every check that ran passed (or there is no GPU), 1 otherwise.
 """
@@ -24,8 +25,10 @@ import datetime as dt
 import functools
 import json
 import math
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 import urllib.request
@@ -230,6 +233,7 @@ def training(report: Report, peaks: dict[str, Any], train_seconds: float) -> Non
     # --- monitored run: MFU vs the truth, no sync from the monitor, /metrics during the run ---
     registry = CollectorRegistry()
     warmup = 5
+    log_path = Path(tempfile.mkdtemp(prefix="mfu-acceptance-")) / "run.jsonl"
     syncs: list[list[str]] = []
     scrapes: list[dict[str, float]] = []
     mon = MFUMonitor(
@@ -241,6 +245,7 @@ def training(report: Report, peaks: dict[str, Any], train_seconds: float) -> Non
         warmup_steps=warmup,
         handle_sigterm=False,
         run="gpu-acceptance",
+        log_path=log_path,
     )
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     old_show = warnings.showwarning
@@ -301,6 +306,7 @@ def training(report: Report, peaks: dict[str, Any], train_seconds: float) -> Non
         other_sync_sites=sorted({s[-3] for s in syncs if s not in ours})[:10],
     )
     metrics(report, scrapes, snap)
+    run_log_gpm(report, log_path, warmup)
 
     # --- overhead: interleaved blocks with and without a monitor ---
     per_mode: dict[str, list[float]] = {"bare": [], "monitored": []}
@@ -321,6 +327,25 @@ def training(report: Report, peaks: dict[str, Any], train_seconds: float) -> Non
         f"median step {bare * 1e3:.2f} ms bare, {monitored * 1e3:.2f} ms monitored ({diff:+.2%})",
         bare_step_seconds=per_mode["bare"],
         monitored_step_seconds=per_mode["monitored"],
+    )
+
+
+def run_log_gpm(report: Report, log_path: Path, warmup: int) -> None:
+    """Tensor activity as the log ticks wrote it, read back by ``mfu analyze``'s summary."""
+    from monitor.analysis.summary import AnalyzeOptions, analyze
+
+    run = analyze([log_path], AnalyzeOptions(warmup=warmup)).analysis.runs[0]
+    shutil.rmtree(log_path.parent, ignore_errors=True)
+    t = run.tensor_active
+    if t is None:
+        report.check("gpm_run_log", None, "no tensor activity in the run log (GPM unsupported here)")
+        return
+    report.check(
+        "gpm_run_log",
+        not t.suspect,
+        f"mfu analyze: tensor activity median {_pct(t.median)} over {t.records} step records, MFU median "
+        f"{_pct(t.mfu_median)}; {t.mfu_above_records} record(s) with MFU above their reading",
+        tensor_active=t.model_dump(),
     )
 
 

@@ -50,9 +50,15 @@ class RunStart(_Record):
     parallel: dict[str, Any] | None = Field(
         None, description="the parallel layout: sizes, this rank's coords, its token weight and FLOP share"
     )
+    bf16_peak_flops_per_second: float | None = Field(
+        None,
+        gt=0,
+        description="an FP8 run's BF16 peak (its peak_flops_per_second is FLOP-weighted over FP8 and BF16)",
+    )
 
     LATER_FIELDS: ClassVar[frozenset[str]] = frozenset(
         (
+            "bf16_peak_flops_per_second",
             "peak_source",
             "flops_method",
             "hardware_flops_per_token",
@@ -89,11 +95,18 @@ class StepRecord(_Record):
         None, ge=0, description="packed documents this step (null: no packing marker, one per row)"
     )
     mean_document_length: float | None = Field(None, ge=0, description="mean tokens per packed document")
+    tensor_active: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="tensor-core activity (NVML GPM, busiest GPU of the rank) between the log tick that "
+        "wrote this step and the one before; null where GPM is unavailable",
+    )
 
     LATER_FIELDS: ClassVar[frozenset[str]] = frozenset(
         (
             "hardware_flops", "real_tokens", "seq_len", "forward_start_time", "input_wait_seconds", "warmup",
-            "pre_backward_seconds", "sm_clock_ratio", "documents", "mean_document_length",
+            "pre_backward_seconds", "sm_clock_ratio", "documents", "mean_document_length", "tensor_active",
         )
     )  # fmt: skip
 
@@ -147,6 +160,7 @@ def step_record(
     sm_clock_ratio: float | None,
     documents: int | None = None,
     mean_document_length: float | None = None,
+    tensor_active: float | None = None,
 ) -> dict[str, Any]:
     """A step record as a plain dict with exactly :class:`StepRecord`'s fields (built once per step at log
     time, where a validated model per step would cost more than the step itself)."""
@@ -170,6 +184,7 @@ def step_record(
         "sm_clock_ratio": sm_clock_ratio,
         "documents": documents,
         "mean_document_length": mean_document_length,
+        "tensor_active": tensor_active,
     }
 
 

@@ -183,12 +183,15 @@ def run_monitor(out_dir: Path) -> tuple[ParallelLayout, list[dict[str, float]]]:
         "tokens": snap.tokens_total, "flops": snap.model_flops_total, "wall": wall, "fpt": fpt, "peak": peak,
         "world_mfu": world.mfu if world is not None and world.mfu is not None else float("nan"),
         "world_tokens": world.tokens_total if world is not None else -1,
+        "mfu": snap.mfu, "loss": snap.mfu_loss.as_dict() if snap.mfu_loss is not None else None,
     }]  # fmt: skip
     return layout, out
 
 
-def run_pp() -> tuple[ParallelLayout, list[dict[str, float]]]:
+def run_pp(out_dir: Path) -> tuple[ParallelLayout, list[dict[str, float]]]:
     from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
+
+    from monitor.live.monitor import MFUMonitor
 
     rank = dist.get_rank()
     layers_per_stage = [LAYERS // 2, LAYERS - LAYERS // 2]
@@ -213,6 +216,11 @@ def run_pp() -> tuple[ParallelLayout, list[dict[str, float]]]:
     schedule = ScheduleGPipe(stage, n_microbatches=2, loss_fn=loss_fn)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     seen = Seen(model)
+    log = out_dir / f"pp-monitor-rank{rank}.jsonl"
+    mon = MFUMonitor(
+        model, opt, parallel={"pp": 2, "stage_shares": list(shares)}, flops_per_token=1.0, peak_flops=1e12,
+        warmup_steps=0, log_path=log, handle_sigterm=False,
+    )  # fmt: skip
     out = []
     for batch in batches():
         ids, target = batch[:, :-1], batch[:, 1:]
@@ -225,6 +233,7 @@ def run_pp() -> tuple[ParallelLayout, list[dict[str, float]]]:
         opt.zero_grad()
         out.append({"tokens": seen.tokens, "flops": float("nan")})
         seen.tokens = 0
+    mon.close()
     return layout, out
 
 
@@ -236,7 +245,7 @@ def main() -> None:
     if mode == "monitor":
         layout, steps = run_monitor(out_dir)
     else:
-        layout, steps = {"single": run_single, "fsdp_tp": run_fsdp_tp, "pp": run_pp}[mode]()
+        layout, steps = {"single": run_single, "fsdp_tp": run_fsdp_tp, "pp": lambda: run_pp(out_dir)}[mode]()
     record = {
         "rank": rank,
         "world_size": dist.get_world_size(),
@@ -246,6 +255,10 @@ def main() -> None:
         "replica_tokens": [layout.replica_tokens(int(s["tokens"])) for s in steps],
         "steps": steps,
     }
+    monitor_log = out_dir / f"{mode}-monitor-rank{rank}.jsonl"
+    if monitor_log.exists():
+        lines = [json.loads(line) for line in monitor_log.read_text().splitlines()]
+        record["monitor_steps"] = [r for r in lines if r["event"] == "step"]
     (out_dir / f"{mode}-rank{rank}.json").write_text(json.dumps(record))
     dist.barrier()
     dist.destroy_process_group()

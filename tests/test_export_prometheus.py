@@ -237,20 +237,19 @@ def test_tensor_activity_at_scrape_time_and_the_mfu_check(caplog: pytest.LogCapt
     )
     g = {"run": "t", "rank": "0", "gpu": "0"}
     low = _train({"run": "t", "peak_flops": 1e15, "gpu_backend": gpu, "gpu_index": 0}, steps=5)
-    assert [c for c in gpu.calls if c[0] == "tensor_activity"] == []  # nothing per step
+    # GPM's first sample at start, then nothing per step (5 steps, no log tick yet)
+    assert [c for c in gpu.calls if c[0] == "tensor_activity"] == [("tensor_activity", 0)]
     reg = low.registry
-    assert (
-        reg.get_sample_value("training_gpu_tensor_active_ratio", {**g, "kind": "any"}) is None
-    )  # 1st sample
     gpu.set_tensor_activity(0, 0.5, hmma=0.5, imma=0.0, dfma=0.0)
-    assert reg.get_sample_value("training_gpu_tensor_active_ratio", {**g, "kind": "any"}) == 0.5
+    assert reg.get_sample_value("training_gpu_tensor_active_ratio", {**g, "kind": "any"}) == pytest.approx(
+        0.5
+    )  # the first scrape already has a figure
     reason = {"run": "t", "rank": "0", "reason": "above_tensor_activity"}
     assert reg.get_sample_value("training_mfu_suspect_reason", reason) == 0.0  # MFU ~1e-9 on CPU
     low.close()
     # A peak far too low makes MFU exceed what the tensor cores did: flagged with its reason.
     gpu2 = FakeGpuBackend([fake_device("NVIDIA H100 80GB HBM3")], telemetry={0: Telemetry(power_watts=500.0)})
     high = _train({"run": "t", "peak_flops": 1e3, "gpu_backend": gpu2, "gpu_index": 0}, steps=5)
-    high.registry.get_sample_value("training_gpu_tensor_active_ratio", {**g, "kind": "any"})  # 1st sample
     gpu2.set_tensor_activity(0, 0.3)
     assert high.registry.get_sample_value("training_mfu_suspect_reason", reason) == 1.0
     high.close()
@@ -260,8 +259,8 @@ def test_tensor_activity_at_scrape_time_and_the_mfu_check(caplog: pytest.LogCapt
         gpm_unsupported="GPM unsupported (fake)",
         telemetry={0: Telemetry(power_watts=500.0)},
     )
-    mon = _train({"run": "t", "peak_flops": 1e15, "gpu_backend": old, "gpu_index": 0}, steps=3)
     with caplog.at_level("INFO"):
+        mon = _train({"run": "t", "peak_flops": 1e15, "gpu_backend": old, "gpu_index": 0}, steps=3)
         for _ in range(3):
             assert (
                 mon.registry.get_sample_value("training_gpu_tensor_active_ratio", {**g, "kind": "any"})

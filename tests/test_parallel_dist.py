@@ -71,9 +71,14 @@ def test_pipeline_stages_match_one_rank(single: dict[str, Any], tmp_path: Path) 
         assert (
             sum(r["token_weight"] * t for r, t in zip(ranks, seen, strict=True)) == truth
         )  # ... once counted
-    # The first step: the schedule's shape inference ran one more forward (one micro-batch) on each stage.
+    # The first step: the schedule's shape inference ran one more forward (one micro-batch) on each stage ...
     first = [r["steps"][0]["tokens"] for r in ranks]
     assert first == [single["steps"][0]["tokens"] + ROWS * SEQ // 2] * 2
+    # ... which MFUMonitor(parallel=...) on the same stages does not count: its run log (stage 0 counts the
+    # tokens, stage 1 weighs them 0) holds exactly the tokens fed, the first step included.
+    logged = [[r["tokens"] for r in rank["monitor_steps"]] for rank in ranks]
+    assert logged[0] == [s["tokens"] for s in single["steps"]]
+    assert logged[1] == [0] * STEPS
 
 
 @pytest.mark.slow
@@ -98,6 +103,18 @@ def test_monitor_with_mesh_counts_run_tokens_once(tmp_path: Path) -> None:
     summary = json.loads(proc.stdout)
     found = _find(summary, "mfu")
     assert found is not None and found == pytest.approx(truth, rel=0.05)
+    # The MFU-loss split under the layout: each rank's (live) and the run's (analyze) causes sum to the gap.
+    gap_parts = ("input_wait", "stragglers", "throttling", "recomputation", "unexplained")
+    for g in got:
+        loss = g["loss"]
+        assert loss is not None and loss["mfu"] == pytest.approx(g["mfu"], rel=1e-9)
+        assert loss["mfu"] + sum(loss[p] or 0.0 for p in gap_parts) == pytest.approx(1.0, abs=1e-9)
+        assert all(loss[p] is None or loss[p] >= -1e-9 for p in gap_parts)
+    run = summary["runs"][0]
+    split = run["mfu_loss"]
+    assert split is not None and split["mfu"] == pytest.approx(run["mfu"]["overall"], rel=1e-9)
+    assert split["mfu"] + sum(split[p] or 0.0 for p in gap_parts) == pytest.approx(1.0, abs=1e-9)
+    assert all(split[p] is None or split[p] >= -1e-9 for p in gap_parts)
 
 
 def _find(obj: Any, key: str) -> Any:

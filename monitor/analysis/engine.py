@@ -653,6 +653,24 @@ class LogStore:
                 out[key] = np.asarray(arr, dtype=np.int64) if key == "rank" else arr
             yield out
 
+    def tensor_figures(
+        self, name: str, from_step: int
+    ) -> tuple[int, float | None, float | None, float | None, int]:
+        """The run's step records from ``from_step`` on that carry a GPM tensor-activity reading: (their
+        count, median and mean tensor activity, median MFU, how many have an MFU above their tensor activity
+        by more than the check's margin)."""
+        from monitor.figures.tensor_activity import MARGIN
+
+        row = self.con.execute(
+            "SELECT count(*), median(tensor_active), avg(tensor_active), median(mfu), "
+            "count(*) FILTER (WHERE mfu > tensor_active + ?) FROM _records "
+            "WHERE name = ? AND step >= ? AND tensor_active IS NOT NULL",
+            [MARGIN, name, from_step],
+        ).fetchone()
+        assert row is not None
+        n, median, mean, mfu, above = row
+        return int(n), median, mean, mfu, int(above)
+
     # --- queries ------------------------------------------------------------------------------------------
     def sql(self, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run a query over the ``steps``, ``records`` and ``run_info`` views; returns (columns, rows)."""

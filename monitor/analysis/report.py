@@ -96,6 +96,15 @@ def side_by_side_rows(runs: Sequence[RunSummary]) -> list[tuple[str, list[str]]]
         ),
         row("low-MFU episodes", (fmt(r.low_mfu_episodes_total, "int") for r in runs)),
         row(
+            "tensor-core activity (GPM)",
+            (
+                fmt(r.tensor_active.median, "pct") + (" — below MFU" if r.tensor_active.suspect else "")
+                if r.tensor_active is not None
+                else "—"
+                for r in runs
+            ),
+        ),
+        row(
             "MFU lost most to",
             (r.mfu_loss.verdict if r.mfu_loss is not None and r.mfu_loss.largest else "—" for r in runs),
         ),

@@ -33,6 +33,7 @@ from monitor.analysis.read import SKIP_KINDS, RunLog
 from monitor.analysis.steps import StepTable
 from monitor.errors import InputError
 from monitor.figures.attribution import LossSums, MfuLoss, loss_sums, split, verdict
+from monitor.figures.tensor_activity import check_mfu_against_tensor_activity
 
 DEFAULT_WARMUP = 10  # steps, for a run whose log does not say its warm-up
 
@@ -148,6 +149,23 @@ class RankOut(BaseModel):
     straggler: bool
 
 
+class TensorActivityOut(BaseModel):
+    """The GPU's own tensor-core activity (NVML GPM, written at log ticks) beside the monitor's MFU."""
+
+    records: int = Field(description="measured step records that carry a tensor-activity reading")
+    median: float | None = Field(None, description="median tensor activity over those records (0..1)")
+    mean: float | None = None
+    mfu_median: float | None = Field(None, description="median MFU over the same records")
+    mfu_above_records: int = Field(
+        0, description="records whose MFU is above their tensor activity by more than 5 points"
+    )
+    suspect: bool = Field(
+        False,
+        description="the median MFU is above the median tensor activity by more than 5 points: the FLOPs "
+        "model or the peak overcounts",
+    )
+
+
 class AlertsOut(BaseModel):
     count: int = 0
     firing: int = 0
@@ -195,6 +213,9 @@ class RunSummary(BaseModel):
     alerts: AlertsOut = Field(default_factory=AlertsOut)
     mfu_loss: MfuLossOut | None = Field(None, description="the measured steps' MFU gap split into causes")
     mfu_loss_low_mfu: MfuLossOut | None = Field(None, description="the same over all low-MFU episodes")
+    tensor_active: TensorActivityOut | None = Field(
+        None, description="NVML GPM tensor activity beside MFU; null when no record carries it"
+    )
     end: dict[str, Any] | None = None
     notes: list[str] = Field(default_factory=list)
 
@@ -357,6 +378,7 @@ def summarize_run(log: RunLog, table: StepTable, options: AnalyzeOptions, store:
     _stalls(summary, table, rows, options)
     _ranks(summary, table, options, store)
     _mfu_loss(summary, table, rows, options, store)
+    _tensor_activity(summary, store)
     _alerts(summary, log, options)
     if summary.mfu.max is not None and summary.mfu.max > 1.0:
         summary.mfu_suspect = True
@@ -660,6 +682,29 @@ def _mfu_loss(
         summary.mfu_loss_low_mfu = splits[1]
     for episode, loss in zip(summary.low_mfu_episodes, splits[2:], strict=True):
         episode.mfu_loss = loss
+
+
+def _tensor_activity(summary: RunSummary, store: LogStore) -> None:
+    """MFU against the tensor-core activity logged beside it (``monitor.figures.tensor_activity``): MFU
+    cannot exceed the time share the tensor cores were busy, so a median MFU above the median activity
+    (beyond the margin) means the FLOPs model or the peak overcounts."""
+    assert summary.measured_from_step is not None
+    n, median, mean, mfu, above = store.tensor_figures(summary.run, summary.measured_from_step)
+    if not n:
+        return
+    check = check_mfu_against_tensor_activity(mfu, median)
+    summary.tensor_active = TensorActivityOut(
+        records=n,
+        median=median,
+        mean=mean,
+        mfu_median=mfu,
+        mfu_above_records=above,
+        suspect=bool(check and check.suspect),
+    )
+    if check is not None and check.suspect:
+        summary.notes.append(
+            f"{check.detail} (medians over {n} records; {above} records above their own reading)"
+        )
 
 
 def _alerts(summary: RunSummary, log: RunLog, options: AnalyzeOptions) -> None:

@@ -12,7 +12,6 @@ wrong.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -27,9 +26,8 @@ from prometheus_client.registry import Collector
 
 from monitor.figures.snapshot import Snapshot
 from monitor.figures.tensor_activity import check_mfu_against_tensor_activity
+from monitor.hardware.activity import TensorActivityMeter
 from monitor.hardware.nvml import GpuBackend, Telemetry, TensorActivity
-
-_log = logging.getLogger(__name__)
 
 LABELS = ["run", "rank"]
 GPU_LABELS = ["run", "rank", "gpu"]
@@ -46,13 +44,17 @@ class MonitorCollector(Collector):
         gpu_indices: Sequence[int] = (),
         on_error: Callable[[str, BaseException], None] | None = None,
         on_telemetry: Callable[[list[tuple[int, Telemetry]]], None] | None = None,
+        tensor_meter: TensorActivityMeter | None = None,
     ) -> None:
         self._snapshot = snapshot
         self._on_telemetry = on_telemetry
         self._gpu = gpu
         self._gpu_indices = tuple(gpu_indices)
         self._on_error = on_error
-        self._gpm_said: set[int] = set()  # GPUs whose "tensor activity unavailable" line was logged
+        # GPM tensor activity since the previous scrape; the meter is shared with whoever else samples GPM
+        # (the monitor's log ticks), so that each gets the activity since its own previous reading
+        meter = tensor_meter if tensor_meter is not None else TensorActivityMeter(gpu, gpu_indices)
+        self._tensor = meter.window()
 
     def describe(self) -> Iterable[Metric]:
         # Registration must not evaluate a snapshot (the monitor may not be ready): describe nothing.
@@ -70,24 +72,7 @@ class MonitorCollector(Collector):
             return
         yield from snapshot_metrics(snap)
         yield from gpu_metrics(snap, telemetry)
-        yield from tensor_metrics(snap, self._read_tensor_activity())
-
-    def _read_tensor_activity(self) -> list[tuple[int, TensorActivity]]:
-        """GPM tensor activity since the previous scrape (never per step); one log line per GPU if absent."""
-        out: list[tuple[int, TensorActivity]] = []
-        if self._gpu is None or not self._gpu.available:
-            return out
-        for index in self._gpu_indices:
-            try:
-                activity = self._gpu.tensor_activity(index)
-            except Exception as exc:  # a backend that breaks its never-raise promise
-                activity = TensorActivity(reason=f"NVML GPM failed: {exc}")
-            if activity.available:
-                out.append((index, activity))
-            elif index not in self._gpm_said and not activity.reason.startswith("first GPM sample"):
-                self._gpm_said.add(index)
-                _log.info("GPU %d: no tensor-activity figure: %s", index, activity.reason)
-        return out
+        yield from tensor_metrics(snap, self._tensor.take())
 
     def _read_gpus(self) -> list[tuple[int, Telemetry]]:
         out: list[tuple[int, Telemetry]] = []
@@ -143,6 +128,14 @@ def snapshot_metrics(s: Snapshot) -> Iterator[Metric]:
         yield _gauge("training_peak_flops_per_second", doc, lv, s.peak_flops_per_second)
     if s.mfu is not None:
         yield _gauge("training_mfu_ratio", "Model FLOPs utilization over the window, this rank", lv, s.mfu)
+    if s.mfu_bf16 is not None:
+        yield _gauge(
+            "training_mfu_bf16_ratio",
+            "An FP8 run's MFU against the BF16 peak (training_mfu_ratio is against the FLOP-weighted "
+            "FP8/BF16 peak), so that FP8 and BF16 runs compare",
+            lv,
+            s.mfu_bf16,
+        )
         yield _gauge(
             "training_mfu_suspect",
             "1 when MFU > 1: the peak or the FLOPs model is wrong",

@@ -89,6 +89,7 @@ class RunLogSink(Sink):
                     warmup=raw[STEP] < counted,
                     pre_backward_seconds=pre_backward(fwd, raw[BACKWARD_PERF]),
                     sm_clock_ratio=clock,
+                    tensor_active=batch.tensor_active,
                     **document_fields(raw),
                 )
             )

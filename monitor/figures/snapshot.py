@@ -78,6 +78,12 @@ class Snapshot:
     step_duration_count: int = 0
     mfu_loss: MfuLoss | None = None  # the window's MFU gap split into causes (monitor.figures.attribution)
     sm_clock_ratio: float | None = None  # SM clock / max SM clock at the last NVML reading
+    # NVML GPM tensor-core activity (0..1, busiest GPU of this rank) between the last two log ticks;
+    # None where GPM is unavailable or before the second tick
+    tensor_active: float | None = None
+    # An FP8 run (FP8 linear layers): the windowed MFU against the BF16 peak, so that FP8 and BF16 runs
+    # compare; ``mfu`` itself is against the FLOP-weighted FP8/BF16 peak. None for other runs.
+    mfu_bf16: float | None = None
     # Packed rows (forwards with position_ids restarting, cu_seq_lens_*, or mon.step(documents=...)):
     documents_total: int | None = None  # packed documents on this rank; None: no packed step yet
     documents_per_step: int | None = None  # the last packed step's documents

@@ -114,6 +114,7 @@ class StepBatch:
     first_counted_step: int  # steps below it are warm-up
     peak_flops_per_second: float | None
     sm_clock_ratio: float | None = None  # the NVML reading of this tick: the same for the steps of the batch
+    tensor_active: float | None = None  # GPM tensor activity since the previous tick: the same for the batch
     window_mfu: float | None = None
     mfu_cumulative: float | None = None
     token_weight: int = 1  # the run counts this rank's tokens × token_weight (parallel layouts)

@@ -9,9 +9,11 @@ Every hook body is guarded: an error is handed to ``on_error`` and training goes
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import torch
@@ -58,6 +60,9 @@ class StepCapture:
         self.wall0 = time.time()
         self.start_marker = self.perf0 if self.host_timer else timer.mark()
         self.paused = False  # while True (the FLOPs model measuring the model), the forward hooks return
+        # A pipeline stage (pp > 1) until the first log tick: forwards inside the schedule's metadata
+        # inference (its first step runs the stage once more to learn shapes) are not counted
+        self.pipeline_inference = False
         self.closed = False
         self.log_every = log_every
         self.tick_seconds = tick_seconds
@@ -95,6 +100,8 @@ class StepCapture:
         mask) reads two shape facts and sets four attributes; the rest goes to ``_count_other_forward``."""
         if self.paused or not _grad_enabled():  # evaluation (no_grad) is not training throughput
             return None
+        if self.pipeline_inference and in_pipeline_inference():
+            return None  # a pipeline schedule's shape inference, not training
         if _is_compiling():
             # Inside a compiled frame only traceable work (no clock, no try): keep the input references,
             # counted at the step's end (live/compile_compat.py).
@@ -177,6 +184,8 @@ class StepCapture:
     def forward_post_hook(self, module: Any, args: Any, output: Any) -> None:
         """Forward post-hook: a hook on the output's gradient marks when this forward's backward starts."""
         if not _grad_enabled() or self.paused or _is_compiling():
+            return None
+        if self.pipeline_inference and in_pipeline_inference():
             return None
         try:
             tensor = _grad_output(output)
@@ -317,6 +326,23 @@ class StepCapture:
     def __reduce__(self) -> tuple[Any, tuple[()]]:
         """Pickling a monitored model (``torch.save(model)``) stores inert hooks, as ``__deepcopy__``."""
         return inert_capture, ()
+
+
+# What torch.distributed.pipelining's stages call to infer shapes at a schedule's first step (by release).
+_PIPELINE_INFERENCE = frozenset(("_forward_metadata_inference", "_shape_inference"))
+
+
+def in_pipeline_inference(depth: int = 24) -> bool:
+    """Whether a pipeline stage's shape inference is running this forward (a walk up the caller frames;
+    only asked on pipeline stages, only until the first log tick)."""
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(depth):
+        if frame is None:
+            return False
+        if frame.f_code.co_name in _PIPELINE_INFERENCE:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def check_step_arguments(tokens: Any, real_tokens: Any, seq_len: Any) -> None:

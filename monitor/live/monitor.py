@@ -47,6 +47,8 @@ from monitor.figures.alert import AlertEvent, LowMfuAlert
 from monitor.figures.snapshot import Snapshot, WorldFigures
 from monitor.figures.steps import StepBatch, window_mfu
 from monitor.figures.world import rank_contribution, world_figures
+from monitor.hardware.activity import TensorActivityMeter
+from monitor.hardware.mixed import MixedPeak
 from monitor.hardware.nvml import GpuBackend
 from monitor.live.capture import StepCapture, inert_capture
 from monitor.live.clock import SmClock
@@ -54,6 +56,7 @@ from monitor.live.compile_compat import unwrap
 from monitor.live.distributed import MAX_FIELDS, SUM_FIELDS, Reducer, rank_place
 from monitor.live.distributed import initialized as dist_initialized
 from monitor.live.flops import FlopsPerToken
+from monitor.live.fp8 import fp8_share, run_peak
 from monitor.live.options import CHECKED, check_inputs, default_run_id, unwrap_optimizer
 from monitor.live.parallel import apply_layout, parallel_layout, parallel_record
 from monitor.live.resolver import StepResolver
@@ -187,7 +190,21 @@ class MFUMonitor:
             peak.device_name,
         )
         self.model_name, self.params = self.setup.model_name, self.setup.params
+        # FP8 linear layers: the FLOP-weighted peak is settled at the first log tick that knows the FLOPs
+        # per token (live/fp8.py); until then MFU is unknown rather than against the wrong peak
+        self._fp8 = self.setup.fp8
+        self._fp8_model = unwrap(model) if self._fp8 is not None else None
+        self._fp8_peak: MixedPeak | None = None
+        if self._fp8 is not None:
+            if self._fp8.forced:
+                self._fp8_peak = run_peak(self._fp8, 1.0)
+            else:
+                self.peak_flops, self.peak_source = None, "fp8 FLOP-weighted (at the first log tick)"
         self._clock = SmClock(self.setup.gpu, self.setup.gpu_indices, self._error)
+        # GPM tensor activity, sampled at log ticks and scrapes (each gets the activity since its own last)
+        self._tensor_meter = TensorActivityMeter(self.setup.gpu, self.setup.gpu_indices)
+        self._tensor = self._tensor_meter.window()
+        self._tensor_active: float | None = None
 
         # Capture → resolver.
         self._flops = FlopsPerToken(
@@ -226,6 +243,7 @@ class MFUMonitor:
         if self._layout is not None:
             apply_layout(self._layout, self._flops, self._resolver)
             self._resolver.warn = self._warn_once
+            self._capture.pipeline_inference = self._layout.size("pp") > 1
         if model is not None:
             unknown = unknown_mesh_dims(unwrap(model).named_parameters(), self._layout)
             if unknown:
@@ -254,6 +272,7 @@ class MFUMonitor:
                 gpu_indices=self.setup.gpu_indices,
                 on_error=self._error,
                 on_telemetry=self._clock.on_telemetry,
+                tensor_meter=self._tensor_meter,
             ),
             registry,
             on_error=self._error,
@@ -268,6 +287,7 @@ class MFUMonitor:
             )  # fmt: skip
             self.port = self._prometheus.port
         self._server = self._prometheus.server
+        self._tensor_meter.sample()  # GPM's first sample: the first tick and scrape then have a figure
         self._run_log: RunLogSink | None = None
         if log_path is not None:
             writer = RunLogWriter(log_path, on_error=self._error, flush_seconds=flush_seconds)
@@ -337,9 +357,12 @@ class MFUMonitor:
             self._train_thread = threading.get_ident()  # ticks run on the thread that trains
             now = time.perf_counter()
             self._clock.read()
+            self._tensor_active = self._tensor.busiest()
+            self._capture.pipeline_inference = False  # the schedule's shape inference is in its first step
             resolver = self._resolver
             with self._lock:
                 resolver.resolve(True)
+                self._settle_fp8_peak()
                 mfu = None
                 if self._flops.source is not None:
                     mfu = window_mfu(
@@ -373,6 +396,29 @@ class MFUMonitor:
         except Exception as exc:
             self._error("log interval", exc)
 
+    def _settle_fp8_peak(self) -> None:
+        """The FLOP-weighted peak of an FP8 run, once: the FP8 layers' share of the FLOPs per token at the
+        run's sequence length (this pipeline stage's share under a parallel layout)."""
+        fp8 = self._fp8
+        if fp8 is None or self._fp8_peak is not None:
+            return
+        seq = self._seq_len_override or self._resolver.last_seq_len or (1 if self._flops.fixed else None)
+        per_token = self._flops(seq) if seq else None
+        if per_token is None:
+            return
+        model_flops = per_token[0] / self._flops.scale  # the whole model's, at the length attention runs over
+        layout = self._layout
+        if layout is not None:  # this stage's share: flop_share = stage share / (tp x cp)
+            model_flops *= layout.flop_share * layout.size("tp") * layout.size("cp")
+        self._fp8_peak = run_peak(fp8, fp8_share(fp8, self._fp8_model, model_flops))
+        self.peak_flops = self._fp8_peak.peak_flops_per_second
+        self.peak_source = self._fp8_peak.source
+
+    @property
+    def bf16_peak_flops(self) -> float | None:
+        """An FP8 run's BF16 peak, for MFU against it (FP8 and BF16 runs compare); None otherwise."""
+        return self._fp8.bf16 if self._fp8 is not None else None
+
     def _step_batch(
         self, steps: list[Any], mfu: float | None = None, cumulative: float | None = None
     ) -> StepBatch:
@@ -384,6 +430,7 @@ class MFUMonitor:
             first_counted_step=self._resolver.first_counted_step,
             peak_flops_per_second=self.peak_flops,
             sm_clock_ratio=self._clock.ratio,
+            tensor_active=self._tensor_active,
             window_mfu=mfu,
             mfu_cumulative=cumulative,
             token_weight=self._resolver.token_weight,
@@ -414,6 +461,7 @@ class MFUMonitor:
                 errors=self._errors,
                 world=self._world,
                 clock_ratio=self._clock.ratio,
+                tensor_active=self._tensor_active,
             )
 
     def _exchange(self, snap: Snapshot) -> None:
@@ -451,6 +499,7 @@ class MFUMonitor:
             params=self.params,
             peak_flops_per_second=self.peak_flops,
             peak_source=self.peak_source,
+            bf16_peak_flops_per_second=self.bf16_peak_flops,
             warmup_steps=self._warmup_steps,
             token_budget=self._token_budget,
             parallel=self._layout.short() if self._layout is not None else None,

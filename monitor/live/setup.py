@@ -17,6 +17,7 @@ import torch
 from monitor.errors import InputError
 from monitor.hardware.nvml import GpuBackend, NullBackend
 from monitor.live.flops import FlopsSource
+from monitor.live.fp8 import Fp8Peaks, detect_fp8_peaks
 from monitor.live.timing import TimerBackend, timer_for_device
 
 Warn = Callable[[str, str], None]  # (key, message): warned once per key
@@ -41,6 +42,7 @@ class RunSetup:
     model_name: str | None
     params: int | None
     timer: TimerBackend
+    fp8: Fp8Peaks | None = None  # FP8 linear layers (or dtype="fp8") with both peaks known
 
 
 def resolve_run_setup(
@@ -66,7 +68,14 @@ def resolve_run_setup(
     source = flops_source(model, spec, flops_per_token, warn)
     gpu = open_gpu(gpu_backend, device, warn)
     indices = gpu_indices(gpu, device, gpu_index)
-    peak = resolve_peak(peak_flops, peak_source, device, dtype_name, gpu, indices, warn, on_error)
+    # A GPU index given with a working NVML backend names this rank's GPU even for a model not (yet) on it.
+    on_gpu = device.type == "cuda" or (gpu_index is not None and gpu.available)
+    peak = resolve_peak(peak_flops, peak_source, device, dtype_name, gpu, indices, warn, on_error, on_gpu)
+    fp8 = None
+    if peak_flops is None and on_gpu:
+        fp8 = detect_fp8_peaks(
+            model, dtype_name, lambda d: _detect(d, gpu, indices, device, calibrated=None), warn
+        )
     name, params = model_identity(model, source)
     return RunSetup(
         device=device,
@@ -78,6 +87,7 @@ def resolve_run_setup(
         model_name=name,
         params=params,
         timer=timer or timer_for_device(device),
+        fp8=fp8,
     )
 
 
@@ -121,12 +131,13 @@ def resolve_peak(
     indices: list[int],
     warn: Warn,
     on_error: OnError,
+    on_gpu: bool | None = None,
 ) -> Peak:
     """The user's figure, else detection (catalogue, derivation, a cached ``mfu calibrate`` measurement),
     else unknown — then MFU is not shown, and we say so once."""
     from monitor.hardware.host import cpu_name
 
-    cpu = device.type != "cuda"
+    cpu = device.type != "cuda" if on_gpu is None else not on_gpu
     label = f"cpu ({cpu_name()})" if device.type == "cpu" else str(device)
     if peak_flops is not None:
         name = label
@@ -146,16 +157,22 @@ def resolve_peak(
             return Peak(None, None, label)
         return Peak(calibrated, "calibrated", label)
     try:
-        from monitor.hardware.detect import detect_accelerator
-
-        index = indices[0] if indices else (device.index or 0)
-        info = detect_accelerator(dtype or "bf16", index=index, backend=gpu, calibrated=calibrated)
+        info = _detect(dtype or "bf16", gpu, indices, device, calibrated)
     except Exception as exc:
         warn("peak", f"peak FLOP/s unknown ({exc}); MFU is not shown — pass peak_flops=")
         return Peak(None, None, label)
     if info.warning:
         warn("peak", str(info.warning))
     return Peak(info.peak_flops_per_second, info.source, str(info.device or label))
+
+
+def _detect(
+    dtype: str, gpu: GpuBackend, indices: list[int], device: torch.device, calibrated: float | None
+) -> Any:
+    from monitor.hardware.detect import detect_accelerator
+
+    index = indices[0] if indices else (device.index or 0)
+    return detect_accelerator(dtype, index=index, backend=gpu, calibrated=calibrated)
 
 
 def cached_calibration(dtype: str | None, device: torch.device) -> float | None:

@@ -33,6 +33,7 @@ class RunLabels:
     warmup_steps: int
     token_budget: int | None
     parallel: str | None = None  # the parallel layout in short ("dp_shard=2,tp=2"); None without one
+    bf16_peak_flops_per_second: float | None = None  # an FP8 run's BF16 peak (MFU against it beside MFU)
 
 
 def build_snapshot(
@@ -51,6 +52,7 @@ def build_snapshot(
     errors: int,
     world: WorldFigures | None,
     clock_ratio: float | None,
+    tensor_active: float | None = None,
 ) -> Snapshot:
     """The figures now (call under the resolver's lock, after ``resolve``). ``measure``: whether a FLOPs model
     measured on the meta device may run now (only on the training thread)."""
@@ -124,6 +126,8 @@ def build_snapshot(
         step_duration_count=r_.resolved,
         mfu_loss=loss,
         sm_clock_ratio=clock_ratio,
+        tensor_active=tensor_active,
+        mfu_bf16=utilization(mfps, labels.bf16_peak_flops_per_second) if mfu is not None else None,
         parallel=labels.parallel,
         documents_total=r_.documents_total if r_.last_documents else None,
         documents_per_step=r_.last_documents[0] if r_.last_documents else None,
@@ -162,4 +166,5 @@ def run_start_record(
         local_rank=labels.local_rank,
         timer=timer,
         parallel=parallel,
+        bf16_peak_flops_per_second=labels.bf16_peak_flops_per_second,  # FP8 runs only; else null
     )
