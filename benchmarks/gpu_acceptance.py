@@ -15,6 +15,8 @@ Checks, each guarded (a failing check is reported, the others still run; the JSO
   gpm         tensor-core activity (NVML GPM, Hopper+) and MFU <= tensor activity (+5 points)
   gpm_run_log the same from the run log's step records, read back by ``mfu analyze``'s summary
 Where there is no NVIDIA GPU it prints "no GPU" and exits 0 (the test suite runs that path).
+``--smoke-cpu`` runs the training checks' code on the CPU with a tiny Llama and a stand-in peak (the test
+suite runs it too): a test of the script, whose figures are not measurements.
 Exit status: 0 when every check that ran passed (or there is no GPU), 1 otherwise.
 """
 
@@ -34,6 +36,7 @@ import traceback
 import urllib.request
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +45,44 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 DTYPES = ("bf16", "fp16", "fp8", "tf32", "fp32")
-SEQ, BATCH, VOCAB = 1024, 8, 32000
 MFU_TOLERANCE = 0.02  # relative
 OVERHEAD_TOLERANCE = 0.005  # relative
+SMOKE_PEAK = 1e11  # --smoke-cpu: a stand-in peak (FLOP/s) so that the MFU code runs; not a figure of anything
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the training checks run: the GPU (the acceptance run), or the CPU with a tiny model
+    (``--smoke-cpu``: the same code end to end, so that a GPU day finds no bug in the script itself)."""
+
+    device: str = "cuda"
+    seq: int = 1024
+    batch: int = 8
+    vocab: int = 32000
+    hidden: int = 768
+    ffn: int = 2048
+    layers: int = 12
+    heads: int = 12
+
+    @property
+    def cuda(self) -> bool:
+        return self.device == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+
+    def sync_debug(self, mode: str) -> None:
+        """``torch.cuda.set_sync_debug_mode`` (nothing to watch on the CPU)."""
+        if self.cuda:
+            import torch
+
+            torch.cuda.set_sync_debug_mode(mode)  # type: ignore[arg-type]
+
+
+SMOKE = Target(device="cpu", seq=32, batch=2, vocab=256, hidden=32, ffn=64, layers=2, heads=4)
 
 
 class Report:
@@ -152,39 +190,65 @@ def matmul(report: Report, peaks: dict[str, Any]) -> None:
     )
 
 
-def _cuda_seconds(fn: Callable[[], Any], repeat: int) -> float:
-    import torch
+class _Span:
+    """Seconds between ``start()`` and ``stop()``: CUDA events on the GPU (recorded without a host sync),
+    the host clock on the CPU."""
 
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
+    def __init__(self, cuda: bool = True) -> None:
+        import torch
+
+        self.cuda = cuda
+        if cuda:
+            self.events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        self.t0 = self.t1 = 0.0
+
+    def start(self) -> None:
+        if self.cuda:
+            self.events[0].record()
+        else:
+            self.t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        if self.cuda:
+            self.events[1].record()
+            self.events[1].synchronize()
+            return float(self.events[0].elapsed_time(self.events[1])) / 1e3
+        self.t1 = time.perf_counter()
+        return self.t1 - self.t0
+
+
+def _cuda_seconds(fn: Callable[[], Any], repeat: int, cuda: bool = True) -> float:
+    span = _Span(cuda)
+    span.start()
     for _ in range(repeat):
         fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / 1e3
+    return span.stop()
 
 
-def build_model() -> Any:
+def build_model(t: Target) -> Any:
+    """A transformers Llama: ~134M parameters in bf16 on the GPU, tiny in fp32 on the CPU."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=768,
-        intermediate_size=2048,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        num_key_value_heads=12,
-        max_position_embeddings=SEQ,
+        vocab_size=t.vocab,
+        hidden_size=t.hidden,
+        intermediate_size=t.ffn,
+        num_hidden_layers=t.layers,
+        num_attention_heads=t.heads,
+        num_key_value_heads=t.heads,
+        max_position_embeddings=t.seq,
         tie_word_embeddings=False,
     )
-    config._attn_implementation = "sdpa"
+    # sdpa on the GPU (FlopCounterMode counts its flash and efficient kernels); eager on the CPU, whose
+    # fused sdpa kernel FlopCounterMode does not count
+    config._attn_implementation = "sdpa" if t.cuda else "eager"
     torch.manual_seed(0)
     model: Any = LlamaForCausalLM(config)
-    return model.to(device="cuda", dtype=torch.bfloat16)
+    return model.to(device=t.device, dtype=torch.bfloat16 if t.cuda else torch.float32)
 
 
-def training(report: Report, peaks: dict[str, Any], train_seconds: float) -> None:
+def training(report: Report, peaks: dict[str, Any], train_seconds: float, t: Target | None = None) -> None:
     import torch
     import torch.nn.functional as F
     from prometheus_client import CollectorRegistry
@@ -192,13 +256,17 @@ def training(report: Report, peaks: dict[str, Any], train_seconds: float) -> Non
 
     from monitor import MFUMonitor
 
+    t = t or Target()
+    smoke = not t.cuda  # on the CPU the figures are the script's own test, not measurements
+    SEQ, BATCH, VOCAB = t.seq, t.batch, t.vocab
     peak = peaks["bf16"]["peak_flops_per_second"]
-    model = build_model()
+    extra: dict[str, Any] = {"peak_flops": peak} if smoke else {}  # no catalogue peak for a CPU
+    model = build_model(t)
     params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    g = torch.Generator(device="cuda").manual_seed(0)
-    batches = [torch.randint(0, VOCAB, (BATCH, SEQ + 1), device="cuda", generator=g) for _ in range(8)]
-    mask = torch.ones(BATCH, SEQ, dtype=torch.long, device="cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=t.cuda)
+    g = torch.Generator(device=t.device).manual_seed(0)
+    batches = [torch.randint(0, VOCAB, (BATCH, SEQ + 1), device=t.device, generator=g) for _ in range(8)]
+    mask = torch.ones(BATCH, SEQ, dtype=torch.long, device=t.device)
 
     def step(i: int) -> None:
         ids = batches[i % len(batches)]
@@ -212,14 +280,14 @@ def training(report: Report, peaks: dict[str, Any], train_seconds: float) -> Non
 
     for i in range(5):  # warm up kernels and the allocator, unmonitored
         step(i)
-    torch.cuda.synchronize()
+    t.sync()
     with FlopCounterMode(display=False) as counter:  # the truth's FLOPs: one real step, counted
         step(0)
     flops_per_step = float(counter.get_total_flops())
-    torch.cuda.synchronize()
+    t.sync()
     t0 = time.perf_counter()
     step(1)
-    torch.cuda.synchronize()
+    t.sync()
     step_guess = time.perf_counter() - t0
     n_steps = max(20, int(train_seconds / max(step_guess, 1e-3)))
     report.data["training"] = {
@@ -246,8 +314,9 @@ def training(report: Report, peaks: dict[str, Any], train_seconds: float) -> Non
         handle_sigterm=False,
         run="gpu-acceptance",
         log_path=log_path,
+        **extra,
     )
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    span = _Span(t.cuda)
     old_show = warnings.showwarning
 
     def record_sync(message: Any, category: Any, filename: str, lineno: int, *a: Any, **k: Any) -> None:
@@ -259,9 +328,9 @@ def training(report: Report, peaks: dict[str, Any], train_seconds: float) -> Non
     with mon:
         for i in range(warmup):
             step(i)
-        start.record()
+        span.start()
         warnings.showwarning = record_sync
-        torch.cuda.set_sync_debug_mode("warn")
+        t.sync_debug("warn")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("always")
@@ -269,28 +338,27 @@ def training(report: Report, peaks: dict[str, Any], train_seconds: float) -> Non
                 for i in range(n_steps):
                     step(i)
                     if i in (n_steps // 3, 2 * n_steps // 3) and mon.port:
-                        torch.cuda.set_sync_debug_mode("default")  # the scrape is not the training loop
+                        t.sync_debug("default")  # the scrape is not the training loop
                         scrapes.append(_scrape(mon.port))
-                        torch.cuda.set_sync_debug_mode("warn")
+                        t.sync_debug("warn")
         finally:
-            torch.cuda.set_sync_debug_mode("default")
+            t.sync_debug("default")
             warnings.showwarning = old_show
-        end.record()
-        end.synchronize()
-        elapsed = start.elapsed_time(end) / 1e3
+        elapsed = span.stop()
         snap = mon.snapshot()
     truth = flops_per_step * n_steps / elapsed / peak if peak else None
     monitor_mfu = snap.mfu_cumulative
     monitor_flops_per_step = snap.model_flops_total / max(snap.resolved_steps, 1)
     ok = None
-    if truth and monitor_mfu is not None:
+    if truth and monitor_mfu is not None and not smoke:
         ok = abs(monitor_mfu - truth) <= MFU_TOLERANCE * truth
     report.check(
         "mfu_vs_truth",
         ok,
         f"monitor {_pct(monitor_mfu)} vs truth {_pct(truth)} (FlopCounterMode "
-        f"{flops_per_step / 1e12:.2f} TFLOP per step x {n_steps} steps / {elapsed:.1f} s CUDA-event time / "
-        f"{_tf(peak)} TFLOP/s); monitor's FLOPs per step {monitor_flops_per_step / 1e12:.2f} T",
+        f"{flops_per_step / 1e12:.4g} TFLOP per step x {n_steps} steps / {elapsed:.1f} s "
+        f"{'CUDA-event' if t.cuda else 'host'} time / {_tf(peak)} TFLOP/s); monitor's FLOPs per step "
+        f"{monitor_flops_per_step / 1e12:.4g} T" + (" [CPU smoke: not a measurement]" if smoke else ""),
         monitor_mfu=monitor_mfu,
         truth_mfu=truth,
         monitor_flops_per_step=monitor_flops_per_step,
@@ -300,12 +368,12 @@ def training(report: Report, peaks: dict[str, Any], train_seconds: float) -> Non
     ours = [s for s in syncs if any("/monitor/" in frame or "/integrations/" in frame for frame in s)]
     report.check(
         "no_sync",
-        not ours,
+        None if smoke else not ours,
         f"{len(ours)} synchronising call(s) from the monitor, {len(syncs) - len(ours)} from the model/loop",
         monitor_sync_stacks=ours[:3],
         other_sync_sites=sorted({s[-3] for s in syncs if s not in ours})[:10],
     )
-    metrics(report, scrapes, snap)
+    metrics(report, scrapes, snap, smoke)
     run_log_gpm(report, log_path, warmup)
 
     # --- overhead: interleaved blocks with and without a monitor ---
@@ -315,15 +383,17 @@ def training(report: Report, peaks: dict[str, Any], train_seconds: float) -> Non
         for mode in ("bare", "monitored") if rnd % 2 == 0 else ("monitored", "bare"):
             m = None
             if mode == "monitored":
-                m = MFUMonitor(model, opt, dtype="bf16", registry=CollectorRegistry(), handle_sigterm=False)
-            per_mode[mode].append(_cuda_seconds(functools.partial(step, rnd), block) / block)
+                m = MFUMonitor(
+                    model, opt, dtype="bf16", registry=CollectorRegistry(), handle_sigterm=False, **extra
+                )
+            per_mode[mode].append(_cuda_seconds(functools.partial(step, rnd), block, t.cuda) / block)
             if m is not None:
                 m.close()
     bare, monitored = statistics.median(per_mode["bare"]), statistics.median(per_mode["monitored"])
     diff = monitored / bare - 1
     report.check(
         "overhead",
-        abs(diff) < OVERHEAD_TOLERANCE,
+        None if smoke else abs(diff) < OVERHEAD_TOLERANCE,
         f"median step {bare * 1e3:.2f} ms bare, {monitored * 1e3:.2f} ms monitored ({diff:+.2%})",
         bare_step_seconds=per_mode["bare"],
         monitored_step_seconds=per_mode["monitored"],
@@ -368,7 +438,13 @@ def _scrape(port: int) -> dict[str, float]:
     return out
 
 
-def metrics(report: Report, scrapes: list[dict[str, float]], snap: Any) -> None:
+def metrics(report: Report, scrapes: list[dict[str, float]], snap: Any, smoke: bool = False) -> None:
+    if smoke:  # no NVML on the CPU: the scrapes must carry the run's own figures
+        ok = len(scrapes) == 2 and all("training_tokens_total" in s for s in scrapes)
+        report.check(
+            "metrics", ok, f"{len(scrapes)} scrape(s) with the run's counters (CPU smoke: no GPU gauges)"
+        )
+        return
     if len(scrapes) < 2:
         report.check("metrics", False, f"{len(scrapes)} scrape(s) of /metrics during the run (2 expected)")
         return
@@ -419,6 +495,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--train-seconds", type=float, default=60.0, help="length of the monitored run")
     parser.add_argument("--out", type=Path, help="also write the JSON verdict to this file")
+    parser.add_argument(
+        "--smoke-cpu",
+        action="store_true",
+        help="run the training checks on the CPU with a tiny model and a stand-in peak: a test of this "
+        "script, not a measurement (no detection, matmul or GPU telemetry)",
+    )
     args = parser.parse_args(argv)
     if not (math.isfinite(args.train_seconds) and 1 <= args.train_seconds <= 600):
         parser.error("--train-seconds: give 1..600 seconds")
@@ -426,6 +508,13 @@ def main(argv: list[str] | None = None) -> int:
     from monitor.hardware.nvml import open_backend
 
     report = Report()
+    if args.smoke_cpu:
+        report.data["smoke_cpu"] = True
+        smoke_peaks = {"bf16": {"peak_flops_per_second": SMOKE_PEAK}}
+        report.run("training", lambda: training(report, smoke_peaks, args.train_seconds, SMOKE))
+        verdict = report.verdict()
+        print(json.dumps(verdict, default=str))
+        return 0 if verdict["verdict"] == "pass" else 1
     backend = open_backend()
     try:
         import torch
