@@ -150,3 +150,18 @@ def test_no_fp8_layers_a_given_peak_or_no_fp8_peak_leave_the_peak_alone(
     assert mon.peak_flops == detect_accelerator("bf16", backend=a100).peak_flops_per_second
     assert any("FP8 linear layer" in r.getMessage() for r in caplog.records)
     mon.close()
+
+
+def test_a_failing_fp8_share_costs_one_error_and_keeps_the_other_peak(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: Any) -> float:
+        raise RuntimeError("layer walk failed (injected)")
+
+    monkeypatch.setattr("monitor.live.monitor.fp8_share", broken)
+    gpu = _gpu()
+    _, bf16 = _peaks(gpu)
+    mon = _train(_llama(Float8Linear)[0], dtype="bf16", gpu_backend=gpu, gpu_index=0, steps=8)
+    assert mon.errors == 1  # once, not at every tick
+    assert mon.peak_flops == bf16 and mon.snapshot().resolved_steps == 8
+    mon.close()

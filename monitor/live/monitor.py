@@ -410,7 +410,13 @@ class MFUMonitor:
         layout = self._layout
         if layout is not None:  # this stage's share: flop_share = stage share / (tp x cp)
             model_flops *= layout.flop_share * layout.size("tp") * layout.size("cp")
-        self._fp8_peak = run_peak(fp8, fp8_share(fp8, self._fp8_model, model_flops))
+        try:
+            self._fp8_peak = run_peak(fp8, fp8_share(fp8, self._fp8_model, model_flops))
+        except Exception as exc:  # counted once; the other dtype's peak from now on
+            self._fp8 = None
+            self.peak_flops, self.peak_source = fp8.other, f"{fp8.source} ({fp8.other_dtype})"
+            self._error("FP8 peak", exc)
+            return
         self.peak_flops = self._fp8_peak.peak_flops_per_second
         self.peak_source = self._fp8_peak.source
 

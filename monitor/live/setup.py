@@ -73,9 +73,12 @@ def resolve_run_setup(
     peak = resolve_peak(peak_flops, peak_source, device, dtype_name, gpu, indices, warn, on_error, on_gpu)
     fp8 = None
     if peak_flops is None and on_gpu:
-        fp8 = detect_fp8_peaks(
-            model, dtype_name, lambda d: _detect(d, gpu, indices, device, calibrated=None), warn
-        )
+        try:
+            fp8 = detect_fp8_peaks(
+                model, dtype_name, lambda d: _detect(d, gpu, indices, device, calibrated=None), warn
+            )
+        except Exception as exc:  # the single-dtype peak stays; never a stopped run
+            warn("fp8 peak", f"FP8 layers' peak not detected ({exc}): MFU is against the {dtype_name} peak")
     name, params = model_identity(model, source)
     return RunSetup(
         device=device,
