@@ -158,7 +158,7 @@ def test_a_failing_fp8_share_costs_one_error_and_keeps_the_other_peak(
     def broken(*args: Any) -> float:
         raise RuntimeError("layer walk failed (injected)")
 
-    monkeypatch.setattr("monitor.live.monitor.fp8_share", broken)
+    monkeypatch.setattr("monitor.live.fp8.fp8_share", broken)
     gpu = _gpu()
     _, bf16 = _peaks(gpu)
     mon = _train(_llama(Float8Linear)[0], dtype="bf16", gpu_backend=gpu, gpu_index=0, steps=8)

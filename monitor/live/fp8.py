@@ -86,3 +86,33 @@ def run_peak(peaks: Fp8Peaks, share: float) -> MixedPeak:
         other_dtype=peaks.other_dtype,
         source=peaks.source,
     )
+
+
+class Fp8Peak:
+    """An FP8 run's peak through the run: the all-FP8 peak at once when ``dtype="fp8"`` forced it, else the
+    FLOP-weighted one settled (once) at the first log tick that knows the model's FLOPs per token."""
+
+    def __init__(self, peaks: Fp8Peaks, model: Any) -> None:
+        self.peaks = peaks
+        self.model = model
+        self.settled: MixedPeak | None = run_peak(peaks, 1.0) if peaks.forced else None
+        self.failed = False
+
+    @property
+    def pending(self) -> bool:
+        return self.settled is None and not self.failed
+
+    def settle(self, model_flops_per_token: float) -> MixedPeak:
+        """The FLOP-weighted peak for the model's (or this pipeline stage's) training FLOPs per token at
+        the run's sequence length; raises what the share or the peak raises (then ``failed``)."""
+        try:
+            self.settled = run_peak(self.peaks, fp8_share(self.peaks, self.model, model_flops_per_token))
+        except Exception:
+            self.failed = True
+            raise
+        return self.settled
+
+    @property
+    def fallback(self) -> tuple[float, str]:
+        """The other dtype's peak and its source, for a run whose FLOP-weighted peak could not be made."""
+        return self.peaks.other, f"{self.peaks.source} ({self.peaks.other_dtype})"

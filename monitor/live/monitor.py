@@ -48,7 +48,6 @@ from monitor.figures.snapshot import Snapshot, WorldFigures
 from monitor.figures.steps import StepBatch, window_mfu
 from monitor.figures.world import rank_contribution, world_figures
 from monitor.hardware.activity import TensorActivityMeter
-from monitor.hardware.mixed import MixedPeak
 from monitor.hardware.nvml import GpuBackend
 from monitor.live.capture import StepCapture, inert_capture
 from monitor.live.clock import SmClock
@@ -56,7 +55,7 @@ from monitor.live.compile_compat import unwrap
 from monitor.live.distributed import MAX_FIELDS, SUM_FIELDS, Reducer, rank_place
 from monitor.live.distributed import initialized as dist_initialized
 from monitor.live.flops import FlopsPerToken
-from monitor.live.fp8 import fp8_share, run_peak
+from monitor.live.fp8 import Fp8Peak
 from monitor.live.options import CHECKED, check_inputs, default_run_id, unwrap_optimizer
 from monitor.live.parallel import apply_layout, parallel_layout, parallel_record
 from monitor.live.resolver import StepResolver
@@ -192,14 +191,9 @@ class MFUMonitor:
         self.model_name, self.params = self.setup.model_name, self.setup.params
         # FP8 linear layers: the FLOP-weighted peak is settled at the first log tick that knows the FLOPs
         # per token (live/fp8.py); until then MFU is unknown rather than against the wrong peak
-        self._fp8 = self.setup.fp8
-        self._fp8_model = unwrap(model) if self._fp8 is not None else None
-        self._fp8_peak: MixedPeak | None = None
-        if self._fp8 is not None:
-            if self._fp8.forced:
-                self._fp8_peak = run_peak(self._fp8, 1.0)
-            else:
-                self.peak_flops, self.peak_source = None, "fp8 FLOP-weighted (at the first log tick)"
+        self._fp8 = Fp8Peak(self.setup.fp8, unwrap(model)) if self.setup.fp8 is not None else None
+        if self._fp8 is not None and self._fp8.pending:
+            self.peak_flops, self.peak_source = None, "fp8 FLOP-weighted (at the first log tick)"
         self._clock = SmClock(self.setup.gpu, self.setup.gpu_indices, self._error)
         # GPM tensor activity, sampled at log ticks and scrapes (each gets the activity since its own last)
         self._tensor_meter = TensorActivityMeter(self.setup.gpu, self.setup.gpu_indices)
@@ -400,7 +394,7 @@ class MFUMonitor:
         """The FLOP-weighted peak of an FP8 run, once: the FP8 layers' share of the FLOPs per token at the
         run's sequence length (this pipeline stage's share under a parallel layout)."""
         fp8 = self._fp8
-        if fp8 is None or self._fp8_peak is not None:
+        if fp8 is None or not fp8.pending:
             return
         seq = self._seq_len_override or self._resolver.last_seq_len or (1 if self._flops.fixed else None)
         per_token = self._flops(seq) if seq else None
@@ -411,19 +405,17 @@ class MFUMonitor:
         if layout is not None:  # this stage's share: flop_share = stage share / (tp x cp)
             model_flops *= layout.flop_share * layout.size("tp") * layout.size("cp")
         try:
-            self._fp8_peak = run_peak(fp8, fp8_share(fp8, self._fp8_model, model_flops))
+            peak = fp8.settle(model_flops)
         except Exception as exc:  # counted once; the other dtype's peak from now on
-            self._fp8 = None
-            self.peak_flops, self.peak_source = fp8.other, f"{fp8.source} ({fp8.other_dtype})"
+            self.peak_flops, self.peak_source = fp8.fallback
             self._error("FP8 peak", exc)
             return
-        self.peak_flops = self._fp8_peak.peak_flops_per_second
-        self.peak_source = self._fp8_peak.source
+        self.peak_flops, self.peak_source = peak.peak_flops_per_second, peak.source
 
     @property
     def bf16_peak_flops(self) -> float | None:
         """An FP8 run's BF16 peak, for MFU against it (FP8 and BF16 runs compare); None otherwise."""
-        return self._fp8.bf16 if self._fp8 is not None else None
+        return self._fp8.peaks.bf16 if self._fp8 is not None else None
 
     def _step_batch(
         self, steps: list[Any], mfu: float | None = None, cumulative: float | None = None
