@@ -334,18 +334,17 @@ class LogStore:
 
         self.fast = True
         try:
-            # fast path: the engine's own NDJSON reader, each field as its JSON text (its type is told by its
-            # first character), for logs whose every line is a JSON object
-            source, line = self._fragments(files)
-            self.con.execute(f"CREATE TABLE _lines AS WITH {source}, {tail(line)}")
+            # fast path: the engine's own NDJSON reader, each field as its JSON text, for logs whose every
+            # line is a JSON object; a line it cannot tell exactly is a 'recheck' (then the next path)
+            self.con.execute(f"CREATE TEMP TABLE _lines AS {self._fast_select(files, name)}")
             if self.con.execute("SELECT count(*) FROM _lines WHERE kind = 'recheck'").fetchone() != (0,):
-                raise duckdb.InvalidInputException("a step record may hold a JSON null")
+                raise duckdb.InvalidInputException("a line only the line-by-line path tells exactly")
         except (duckdb.InvalidInputException, duckdb.ConversionException):
             # a line that is not a JSON object somewhere: every line as text, parsed and classified one by one
             self.fast = False
             self.con.execute("DROP TABLE IF EXISTS _lines")
             source = self._lines(files, struct, json_paths, unpack)
-            self.con.execute(f"CREATE TABLE _lines AS WITH {source}, {tail('line')}")
+            self.con.execute(f"CREATE TEMP TABLE _lines AS WITH {source}, {tail('line')}")
         self._count_lines()
         self._accept()
         self._others(per_file)
@@ -377,55 +376,111 @@ class LogStore:
                     t[1] AS t_event, {unpack}
                 FROM parsed)"""
 
-    def _fragments(self, files: str) -> tuple[str, str]:
-        """The fast source: the same ``unpacked`` columns from DuckDB's NDJSON reader, each field read as its
-        JSON text; ``line`` (for run_start, run_end and alert records) is rebuilt from the fields the schema
-        declares for them. Fails (an engine error) on any line that is not a JSON object."""
+    def _fast_select(self, files: str, name: str) -> str:
+        """The fast path's query: DuckDB's NDJSON reader, each field read as its JSON text (a JSON null and a
+        missing field both NULL), the same columns as the line-by-line path. Each field's value is its text
+        cast to the field's type: a cast that fails is a token of another type (a string, a bool, an object),
+        an integer field's text with a point or an exponent is a float (the reader writes every float with
+        one). A line it cannot tell exactly is kind 'recheck': a step record with a required field or its
+        rank NULL (null or missing?), a line with no field the reader knows (``null``, ``{}``?), a token
+        such as ``nan`` or ``inf`` that the engine reads and Python's json module does not. ``line`` (for
+        run_start, run_end and alert records) is rebuilt from the fields the schema declares for them. Fails
+        (an engine error) on any line that is not a JSON object."""
         keys = ["event", *(f.name for f in self.fields)]
         for key in _other_fields():
             if key not in keys:
                 keys.append(key)
         columns = "{" + ", ".join(f"{_sql_str(k)}: 'JSON'" for k in keys) + "}"
+        text = {k: f'"k_{i}"' for i, k in enumerate(keys)}
+        raw = ", ".join(f'"{k}"::VARCHAR AS {text[k]}' for k in keys)
+        # a finite value or a token Python's json module reads (NaN, Infinity and overflowing numbers are
+        # bad values to both); a text that is none of these is an engine-only literal such as nan or inf
+        python_literal = "'NaN', 'Infinity', '-Infinity'"
 
-        def text(key: str) -> str:
-            return f'("{key}"::VARCHAR)'
-
-        def jtype(key: str) -> str:
-            t = text(key)
-            number = f"contains({t}, '.') OR contains({t}, 'e') OR contains({t}, 'E')"
-            return f"""CASE WHEN {t} IS NULL THEN NULL ELSE CASE left({t}, 1)
-                WHEN '"' THEN 'VARCHAR' WHEN 't' THEN 'BOOLEAN' WHEN 'f' THEN 'BOOLEAN'
-                WHEN 'n' THEN 'NULL' WHEN 'N' THEN 'NULL' WHEN 'I' THEN 'NULL' WHEN '{{' THEN 'OBJECT'
-                WHEN '[' THEN 'ARRAY'
-                ELSE (CASE WHEN {number} THEN 'DOUBLE' WHEN left({t}, 1) = '-' THEN 'BIGINT'
-                           ELSE 'UBIGINT' END)
-                END END"""
-
-        def string(key: str) -> str:
-            t = text(key)
+        def engine_only(t: str) -> str:
+            as_double = f"TRY_CAST({t} AS DOUBLE)"
             return (
-                f"CASE WHEN left({t}, 1) = '\"' THEN (CASE WHEN contains({t}, '\\') "
-                f"THEN json_extract_string({t}, '$') ELSE {t}[2:-2] END) END"
+                f"({as_double} IS NOT NULL AND NOT isfinite({as_double}) AND {t} NOT IN ({python_literal})"
+                f" AND NOT regexp_matches({t}, '^-?[0-9]'))"
             )
 
-        parts = []
+        values, oks, checks, cols = [], [], [], []
         for f in self.fields:
-            value = string(f.name) if f.kind == "str" else f"TRY_CAST({text(f.name)} AS {_sql_type(f)})"
-            parts.append(f'{jtype(f.name)} AS "t_{f.name}", {value} AS "v_{f.name}"')
-        pairs = ", ".join(
-            f'CASE WHEN "k_{i}" IS NOT NULL THEN {_sql_str(json.dumps(k) + ":")} || "k_{i}" END'
-            for i, k in enumerate(keys)
+            t, v, ok = text[f.name], f'"v_{f.name}"', f'"ok_{f.name}"'
+            if f.kind == "str":
+                value = (
+                    f"CASE WHEN left({t}, 1) = '\"' THEN (CASE WHEN contains({t}, '\\') "
+                    f"THEN json_extract_string({t}, '$') ELSE {t}[2:-2] END) END"
+                )
+                is_ok = f"{v} IS NOT NULL"
+            elif f.kind == "int":
+                value = f"TRY_CAST({t} AS BIGINT)"
+                point = f"contains({t}, '.') OR contains({t}, 'e') OR contains({t}, 'E')"
+                is_ok = f"({v} IS NOT NULL AND NOT ({point}))"
+            else:
+                value = f"TRY_CAST({t} AS DOUBLE)"
+                is_ok = f"coalesce(isfinite({v}), false)"
+            values.append(f"{value} AS {v}")
+            oks.append(f"{is_ok} AS {ok}")
+            bounds = []
+            if f.kind == "int":
+                bounds.append(f"abs({v}) < {_INT_LIMIT}")
+            if f.lower is not None:
+                bounds.append(f"{v} {'>=' if f.lower_inclusive else '>'} {f.lower!r}")
+            if f.upper is not None:
+                bounds.append(f"{v} {'<=' if f.upper_inclusive else '<'} {f.upper!r}")
+            valid = " AND ".join([ok, *bounds])
+            if f.strict:
+                checks.append(f"({t} IS NULL OR ({valid}))")
+            out = v
+            if f.strict and not f.required:
+                out = f"coalesce({v}, {_default_sql(f)})"
+            elif not f.strict:
+                out = f"CASE WHEN {valid} THEN {v} END"
+            cols.append(f'{out} AS "{f.name}"')  # read only where kind = 'step'
+        step_texts = [text[f.name] for f in self.fields]
+        well_typed = " AND ".join(f'({text[f.name]} IS NULL OR "ok_{f.name}")' for f in self.fields)
+        odd = " OR ".join(engine_only(t) for t in [text["event"], *step_texts])
+        ambiguous = " OR ".join(
+            f"{text[f.name]} IS NULL" for f in self.fields if f.required or (f.strict and f.name == "rank")
         )
-        raw = ", ".join(f'{text(k)} AS "k_{i}"' for i, k in enumerate(keys))
-        source = f"""
-            unpacked AS (
-                SELECT file_index::INTEGER AS f, NULL::VARCHAR AS line, NULL::VARCHAR AS fixed,
-                    false AS invalid, true AS nulls_unknown,
-                    {string("event")} AS event,
-                    {jtype("event")} AS t_event, {", ".join(parts)}, {raw}
+        empty = f"coalesce({', '.join(text.values())}) IS NULL"
+        event = text["event"]
+        event_value = (
+            f"CASE WHEN left({event}, 1) = '\"' THEN (CASE WHEN contains({event}, '\\') "
+            f"THEN json_extract_string({event}, '$') ELSE {event}[2:-2] END) END"
+        )
+        # the cheap tests first: a clean step record costs a few boolean columns
+        kind = f"""CASE
+            WHEN {event} = '"step"' AND NOT ({ambiguous}) AND well_typed
+                THEN (CASE WHEN all_good THEN 'step' ELSE 'bad_value' END)
+            WHEN {odd} THEN 'recheck'
+            WHEN {event} IS NULL THEN (CASE WHEN {empty} THEN 'recheck' ELSE 'missing_field' END)
+            WHEN left({event}, 1) <> '"' THEN 'bad_value'
+            WHEN {event} = '"step"' AND ({ambiguous}) THEN 'recheck'
+            WHEN {event} = '"step"' THEN (CASE WHEN all_good THEN 'step' ELSE 'bad_value' END)
+            WHEN {event_value} IN ('run_start', 'run_end', 'alert') THEN 'other'
+            ELSE 'unknown_event' END"""
+        pairs = ", ".join(
+            f"CASE WHEN {text[k]} IS NOT NULL THEN {_sql_str(json.dumps(k) + ':')} || {text[k]} END"
+            for k in keys
+        )
+        return f"""
+            WITH src AS (
+                SELECT file_index::INTEGER AS f, {raw}
                 FROM read_json({files}, format='newline_delimited', columns={columns},
-                               maximum_object_size=16777216))"""
-        return source, f"'{{' || concat_ws(',', {pairs}) || '}}'"
+                               maximum_object_size=16777216)),
+            typed AS (SELECT *, {", ".join(values)} FROM src),
+            checked AS (
+                SELECT *, {", ".join(oks)} FROM typed),
+            classified AS (
+                SELECT *, ({well_typed}) AS well_typed, coalesce(({" AND ".join(checks) or "true"}), false)
+                    AS all_good
+                FROM checked),
+            kinds AS (SELECT *, {kind} AS kind FROM classified)
+            SELECT f, kind, {name} AS name, {", ".join(cols)},
+                CASE WHEN kind = 'other' THEN '{{' || concat_ws(',', {pairs}) || '}}' END AS line
+            FROM kinds"""
 
     def _count_lines(self) -> None:
         rows = self.con.execute(
@@ -471,35 +526,54 @@ class LogStore:
 
     def _accept(self) -> None:
         """The step records kept (``_records``): those whose clock does not go back (per file, run and rank)
-        and the first of each (run, rank, step)."""
-        self.con.execute("""
-            CREATE TABLE _dropped AS
-            SELECT seq, 'clock_backwards' AS why, f FROM (
-                SELECT rowid AS seq, f, time, max(time) OVER (PARTITION BY f, hash(name), rank ORDER BY rowid
-                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
+        and the first of each (run, rank, step). Two cheap tests first, which usually prove there is nothing
+        to drop: no record older than the one before it in its (file, run, rank) (a record older than the
+        latest before it is older than some record just before it, so none of those means none to drop), and
+        as many distinct (run, rank, step) as records; the drops are searched only where a test fails."""
+        self.con.execute("CREATE TEMP TABLE _dropped (seq BIGINT, why VARCHAR, f INTEGER)")
+        # (one partition per hash of the group: two groups that share a hash can only make the test fail)
+        backwards = self.con.execute("""
+            SELECT count(*) FROM (
+                SELECT time < lag(time) OVER (PARTITION BY hash(f, name, rank) ORDER BY rowid) AS back
                 FROM _lines WHERE kind = 'step')
-            WHERE time < before
-        """)
-        self.con.execute("""
-            INSERT INTO _dropped
-            WITH kept AS (
-                SELECT rowid AS seq, name, rank, step FROM _lines
-                WHERE kind = 'step' AND rowid NOT IN (SELECT seq FROM _dropped)),
-            repeated AS (SELECT name, rank, step FROM kept GROUP BY ALL HAVING count(*) > 1)  -- usually none
-            SELECT seq, 'repeated_step', NULL FROM (
-                SELECT seq, row_number() OVER (PARTITION BY name, rank, step ORDER BY seq) AS n
-                FROM kept SEMI JOIN repeated USING (name, rank, step))
-            WHERE n > 1
-        """)
+            WHERE back
+        """).fetchone()
+        if backwards != (0,):
+            self.con.execute("""
+                INSERT INTO _dropped
+                SELECT seq, 'clock_backwards', f FROM (
+                    SELECT rowid AS seq, f, time, max(time) OVER (PARTITION BY f, hash(name), rank
+                        ORDER BY rowid ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
+                    FROM _lines WHERE kind = 'step')
+                WHERE time < before
+            """)
+        clocks = backwards != (0,) and self.con.execute("SELECT count(*) FROM _dropped").fetchone() != (0,)
+        kept = "kind = 'step'" + (
+            " AND rowid NOT IN (SELECT seq FROM _dropped WHERE why = 'clock_backwards')" if clocks else ""
+        )
+        repeats = self.con.execute(
+            f"SELECT count(*) - count(DISTINCT (name, rank, step)) FROM _lines WHERE {kept}"
+        ).fetchone()
+        if repeats != (0,):
+            self.con.execute(f"""
+                INSERT INTO _dropped
+                WITH kept AS (SELECT rowid AS seq, name, rank, step FROM _lines WHERE {kept}),
+                repeated AS (SELECT name, rank, step FROM kept GROUP BY ALL HAVING count(*) > 1)
+                SELECT seq, 'repeated_step', NULL FROM (
+                    SELECT seq, row_number() OVER (PARTITION BY name, rank, step ORDER BY seq) AS n
+                    FROM kept SEMI JOIN repeated USING (name, rank, step))
+                WHERE n > 1
+            """)
         names = ", ".join(f'"{f.name}"' for f in self.fields)
-        self.con.execute(f"""
-            CREATE VIEW _accepted AS SELECT rowid AS seq, f, name, {names} FROM _lines
-            WHERE kind = 'step' AND rowid NOT IN (SELECT seq FROM _dropped WHERE why = 'clock_backwards')
-        """)
-        self.con.execute("""
-            CREATE VIEW _records AS SELECT * EXCLUDE (seq, f) FROM _accepted
-            WHERE seq NOT IN (SELECT seq FROM _dropped WHERE why = 'repeated_step')
-        """)
+        self.con.execute(
+            f"CREATE VIEW _accepted AS SELECT rowid AS seq, f, name, {names} FROM _lines WHERE {kept}"
+        )
+        repeated = (
+            " WHERE seq NOT IN (SELECT seq FROM _dropped WHERE why = 'repeated_step')"
+            if repeats != (0,)
+            else ""
+        )
+        self.con.execute(f"CREATE VIEW _records AS SELECT * EXCLUDE (seq, f) FROM _accepted{repeated}")
         steps = dict(
             self.con.execute("SELECT f, count(*) FROM _lines WHERE kind = 'step' GROUP BY f").fetchall()
         )
