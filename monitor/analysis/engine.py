@@ -7,8 +7,9 @@ classification is that of the reference reader ``monitor.analysis.read`` (its do
 kinds), and the step record's fields, types and limits come from ``monitor.schema.StepRecord``: a required
 field (or one with a default) that is absent, of the wrong type, outside its declared bounds or not finite
 makes the record a ``missing_field`` / ``bad_value``; an optional field (default null) that is any of these
-is unknown (NULL). Records are kept in a database file in a private temporary folder (deleted on close), so
-the memory used stays under the engine's limit whatever the size of the logs.
+is unknown (NULL). Records are kept in a temporary table of a database in a private temporary folder
+(deleted on close), spilled to that folder past the engine's memory limit, so the memory used stays under that
+limit whatever the size of the logs.
 
 Tables and views (``LogStore.sql``, ``mfu analyze --sql``):
 - ``steps``: the merged step table, one row per run and step index (``STEP_COLUMNS``);
@@ -532,13 +533,13 @@ class LogStore:
         as many distinct (run, rank, step) as records; the drops are searched only where a test fails."""
         self.con.execute("CREATE TEMP TABLE _dropped (seq BIGINT, why VARCHAR, f INTEGER)")
         # (one partition per hash of the group: two groups that share a hash can only make the test fail)
-        back = self.con.execute("""
+        descents = self.con.execute("""
             SELECT count(*) FROM (
                 SELECT time < lag(time) OVER (PARTITION BY hash(f, name, rank) ORDER BY rowid) AS back
                 FROM _lines WHERE kind = 'step')
             WHERE back
         """).fetchone()
-        if back != (0,):
+        if descents != (0,):
             self.con.execute("""
                 INSERT INTO _dropped
                 SELECT seq, 'clock_backwards', f FROM (
@@ -547,7 +548,7 @@ class LogStore:
                     FROM _lines WHERE kind = 'step')
                 WHERE time < before
             """)
-        clocks = back != (0,) and self.con.execute("SELECT count(*) FROM _dropped").fetchone() != (0,)
+        clocks = descents != (0,) and self.con.execute("SELECT count(*) FROM _dropped").fetchone() != (0,)
         kept = "kind = 'step'" + (
             " AND rowid NOT IN (SELECT seq FROM _dropped WHERE why = 'clock_backwards')" if clocks else ""
         )
@@ -597,15 +598,29 @@ class LogStore:
         """run_start, run_end and alert records (a few per rank), checked by the schema's models in order."""
         order: dict[str, int] = {}
         files_of: dict[str, list[tuple[int, int]]] = {}
-        for name, first, f in self.con.execute(
-            "SELECT name, min(seq), f FROM _accepted GROUP BY name, f"
-        ).fetchall():
-            order[name] = min(order.get(name, first), first)
-            files_of.setdefault(name, []).append((first, f))
-        self.derived = self.con.execute("""
-            SELECT name, rank, arg_min(model_flops / (step_seconds * mfu), seq) FROM _accepted
-            WHERE mfu > 0 AND step_seconds > 0 AND model_flops > 0 GROUP BY name, rank
-        """).fetchall()
+        # one pass over the records kept: each run's first record per file, its ranks, the peak per rank
+        # derived from the first record with an mfu, and the split's optional fields present
+        derivable = "mfu > 0 AND step_seconds > 0 AND model_flops > 0"
+        counts = ", ".join(f'count("{c}")' for c in SPLIT_FIELDS)
+        derived: dict[tuple[str, int], tuple[int, float]] = {}
+        self.ranks_seen: dict[str, set[int]] = {}
+        self.split_counts: dict[str, list[int]] = {}
+        for run, f, rank, first, first_derivable, peak, *known in self.con.execute(f"""
+            SELECT name, f, rank, min(seq), min(seq) FILTER (WHERE {derivable}),
+                arg_min(model_flops / (step_seconds * mfu), seq) FILTER (WHERE {derivable}), {counts}
+            FROM _accepted GROUP BY name, f, rank
+        """).fetchall():
+            if run not in order or first < order[run]:
+                order[run] = first
+            files_of.setdefault(run, []).append((first, f))
+            self.ranks_seen.setdefault(run, set()).add(int(rank))
+            total = self.split_counts.setdefault(run, [0] * len(SPLIT_FIELDS))
+            self.split_counts[run] = [a + b for a, b in zip(total, known, strict=True)]
+            if first_derivable is not None:
+                key = (run, int(rank))
+                if key not in derived or first_derivable < derived[key][0]:
+                    derived[key] = (first_derivable, peak)
+        self.derived = [(run, rank, peak) for (run, rank), (_, peak) in derived.items()]
         logs: dict[str, RunLog] = {}
         cursor = self.con.execute("SELECT rowid, f, line FROM _lines WHERE kind = 'other' ORDER BY rowid")
         while True:
@@ -640,11 +655,17 @@ class LogStore:
 
     def _describe_runs(self) -> None:
         self.ranks = {name: set(log.starts) for name, log in self.runs.items()}
-        for name, rank in self.con.execute("SELECT DISTINCT name, rank FROM _accepted").fetchall():
-            self.ranks[name].add(int(rank))
+        for name, ranks in self.ranks_seen.items():
+            self.ranks[name].update(ranks)
         counts = ", ".join(f'count("{c}")' for c in SPLIT_FIELDS)
-        for name, *known in self.con.execute(f"SELECT name, {counts} FROM _records GROUP BY name").fetchall():
-            self.split_fields[name] = [c for c, n in zip(SPLIT_FIELDS, known, strict=True) if n]
+        known_by_name: dict[str, list[int]] = dict(self.split_counts)
+        if self.repeated:  # the records kept differ from those accepted only by repeats
+            for run, *known in self.con.execute(
+                f"SELECT name, {counts} FROM _records GROUP BY name"
+            ).fetchall():
+                known_by_name[run] = known
+        for run, known in known_by_name.items():
+            self.split_fields[run] = [c for c, n in zip(SPLIT_FIELDS, known, strict=True) if n]
 
     # --- the merge ------------------------------------------------------------------------------------------
     def step_tables(self, peak_override: float | None) -> dict[str, StepTable]:
