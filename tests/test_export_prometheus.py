@@ -46,6 +46,8 @@ def test_samples_from_a_fresh_registry() -> None:
     tps = registry.get_sample_value("training_tokens_per_second", labels)
     assert mfu is not None and tps is not None
     assert mfu == pytest.approx(tps * 1000.0 / 1e12, rel=0.05)  # the same window, read at a later scrape
+    assert registry.get_sample_value("training_mfu_suspect", labels) == 0.0  # beside MFU, any run
+    assert registry.get_sample_value("training_mfu_bf16_ratio", labels) is None  # FP8 runs only
     assert registry.get_sample_value("training_step_duration_seconds_count", labels) == 6
     assert registry.get_sample_value("training_step_duration_seconds_sum", labels) == pytest.approx(
         sum(s.seconds for s in snap.recent)

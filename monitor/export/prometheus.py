@@ -128,6 +128,12 @@ def snapshot_metrics(s: Snapshot) -> Iterator[Metric]:
         yield _gauge("training_peak_flops_per_second", doc, lv, s.peak_flops_per_second)
     if s.mfu is not None:
         yield _gauge("training_mfu_ratio", "Model FLOPs utilization over the window, this rank", lv, s.mfu)
+        yield _gauge(
+            "training_mfu_suspect",
+            "1 when MFU > 1: the peak or the FLOPs model is wrong",
+            lv,
+            float(s.mfu_suspect),
+        )
     if s.mfu_bf16 is not None:
         yield _gauge(
             "training_mfu_bf16_ratio",
@@ -135,12 +141,6 @@ def snapshot_metrics(s: Snapshot) -> Iterator[Metric]:
             "FP8/BF16 peak), so that FP8 and BF16 runs compare",
             lv,
             s.mfu_bf16,
-        )
-        yield _gauge(
-            "training_mfu_suspect",
-            "1 when MFU > 1: the peak or the FLOPs model is wrong",
-            lv,
-            float(s.mfu_suspect),
         )
     if s.hfu is not None:
         yield _gauge(
