@@ -402,8 +402,8 @@ class MFUMonitor:
             return
         model_flops = per_token[0] / self._flops.scale  # the whole model's, at the length attention runs over
         layout = self._layout
-        if layout is not None:  # this stage's share: flop_share = stage share / (tp x cp)
-            model_flops *= layout.flop_share * layout.size("tp") * layout.size("cp")
+        if layout is not None:  # this pipeline stage's FLOPs
+            model_flops *= layout.stage_share
         try:
             peak = fp8.settle(model_flops)
         except Exception as exc:  # counted once; the other dtype's peak from now on

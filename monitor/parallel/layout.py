@@ -115,12 +115,15 @@ class ParallelLayout(BaseModel):
         return local_tokens * self.size("cp")
 
     @property
+    def stage_share(self) -> float:
+        """This rank's pipeline stage's share of the model FLOPs (1/pp unless ``stage_shares`` says)."""
+        return self.stage_shares[self.coord("pp")] if self.stage_shares else 1.0 / self.size("pp")
+
+    @property
     def flop_share(self) -> float:
-        """This rank's share of its replica's model FLOPs: 1/tp × 1/cp × its stage's share (1/pp unless
-        ``stage_shares`` says). Σ over a replica's ranks = 1."""
-        pp = self.size("pp")
-        stage = self.stage_shares[self.coord("pp")] if self.stage_shares else 1.0 / pp
-        return stage / (self.size("tp") * self.size("cp"))
+        """This rank's share of its replica's model FLOPs: 1/tp × 1/cp × its stage's share. Σ over a
+        replica's ranks = 1."""
+        return self.stage_share / (self.size("tp") * self.size("cp"))
 
     def rank_model_flops(self, local_tokens: int, flops_per_token: float) -> float:
         """Model FLOPs this rank charges itself for a step: its share of its replica's, with
