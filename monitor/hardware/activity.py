@@ -30,17 +30,16 @@ class TensorWindow:
 
     def __init__(self, meter: TensorActivityMeter) -> None:
         self._meter = meter
-        # per GPU: [seconds, and per kind: (activity x seconds, seconds with that kind known)]
-        self._sums: dict[int, list[float]] = {}
+        # per GPU and pipe kind: [activity x seconds, seconds with that kind known]
+        self._sums: dict[int, list[list[float]]] = {}
 
     def _add(self, index: int, activity: TensorActivity, seconds: float) -> None:
-        sums = self._sums.setdefault(index, [0.0] * (1 + 2 * len(_KINDS)))
-        sums[0] += seconds
-        for k, kind in enumerate(_KINDS):
+        sums = self._sums.setdefault(index, [[0.0, 0.0] for _ in _KINDS])
+        for pair, kind in zip(sums, _KINDS, strict=True):
             value = getattr(activity, kind)
             if value is not None:
-                sums[1 + 2 * k] += value * seconds
-                sums[2 + 2 * k] += seconds
+                pair[0] += value * seconds
+                pair[1] += seconds
 
     def take(self) -> list[tuple[int, TensorActivity]]:
         """Sample now, then the time-weighted activity per GPU since this window's last ``take`` (GPUs with
@@ -50,7 +49,7 @@ class TensorWindow:
             sums, self._sums = self._sums, {}
         out = []
         for index, s in sorted(sums.items()):
-            v = [s[1 + 2 * k] / s[2 + 2 * k] if s[2 + 2 * k] > 0 else None for k in range(len(_KINDS))]
+            v = [weighted / seconds if seconds > 0 else None for weighted, seconds in s]
             if v[0] is not None:
                 out.append((index, TensorActivity(v[0], v[1], v[2], v[3])))
         return out
