@@ -78,9 +78,9 @@ def fp8_share(peaks: Fp8Peaks, model: Any, training_flops_per_token: float) -> f
 
 
 def run_peak(peaks: Fp8Peaks, share: float) -> MixedPeak:
-    """The FLOP-weighted peak for an FP8 share of the FLOPs (all of them when ``dtype="fp8"`` forced it)."""
+    """The FLOP-weighted peak for an FP8 share of the FLOPs (1: the all-FP8 peak)."""
     return mixed_peak(
-        1.0 if peaks.forced else share,
+        share,
         1.0,
         {"fp8": peaks.fp8, peaks.other_dtype: peaks.other},
         other_dtype=peaks.other_dtype,
