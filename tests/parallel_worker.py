@@ -27,6 +27,7 @@ from monitor.parallel.layout import ParallelLayout, from_mesh, from_parallel
 
 VOCAB, HIDDEN, HEADS, FFN, LAYERS = 64, 32, 4, 48, 4
 ROWS, SEQ, STEPS = 4, 16, 3  # the global batch: 4 rows of 16 tokens, 3 steps
+MONITOR_EPOCHS = 4  # the monitored FSDP2 x tp run trains the 3 batches 4 times over
 
 
 class Block(nn.Module):
@@ -161,26 +162,32 @@ def run_monitor(out_dir: Path) -> tuple[ParallelLayout, list[dict[str, float]]]:
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     rank = dist.get_rank()
     peak = 1e9
+    # The global batches MONITOR_EPOCHS times over; the first step (FSDP's lazy init, the first all-gathers)
+    # is a warm-up step for the monitor and outside the wall clock, so both time the same steps.
+    steps = batches() * MONITOR_EPOCHS
     mon = MFUMonitor(
-        model, opt, mesh=mesh, flops_per_token=fpt, peak_flops=peak, warmup_steps=0, log_every=STEPS,
+        model, opt, mesh=mesh, flops_per_token=fpt, peak_flops=peak, warmup_steps=1, log_every=len(steps),
         window_steps=100, window_seconds=1e6, handle_sigterm=False, run="tp",
         log_path=str(out_dir / f"monitor-rank{rank}.jsonl"),
     )  # fmt: skip
     replica = layout.coord("dp_shard")
     rows = ROWS // layout.replicas
     dist.barrier()
-    t0 = time.perf_counter()
-    for batch in batches():
+    t0 = 0.0
+    for i, batch in enumerate(steps):
         mine = batch[replica * rows : (replica + 1) * rows]
         loss_fn(model(mine[:, :-1]), mine[:, 1:]).backward()
         opt.step()
         opt.zero_grad()
+        if i == 0:
+            t0 = time.perf_counter()  # the end of the warm-up step
     wall = time.perf_counter() - t0
     snap = mon.snapshot()
     mon.close()
     world = snap.world
     out = [{
         "tokens": snap.tokens_total, "flops": snap.model_flops_total, "wall": wall, "fpt": fpt, "peak": peak,
+        "steps_run": len(steps),
         "world_mfu": world.mfu if world is not None and world.mfu is not None else float("nan"),
         "world_tokens": world.tokens_total if world is not None else -1,
         "mfu": snap.mfu, "loss": snap.mfu_loss.as_dict() if snap.mfu_loss is not None else None,
