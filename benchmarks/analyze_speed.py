@@ -1,7 +1,7 @@
 """How fast `mfu analyze` reads big run logs, and with how much memory, beside bare DuckDB and bare Polars.
 
     python benchmarks/analyze_speed.py [--records 1000000 20000000] [--ranks 8] [--rounds 3]
-        [--cluster-ranks 4096 --cluster-steps 2000]
+        [--cluster-ranks 4096 --cluster-steps 2000] [--variants ours duckdb polars]
 
 For each ``--records`` size it writes a JSONL run log (``--ranks`` ranks in one file, compact JSON, one
 record a line, as ``RunLogWriter`` writes it), then runs, in shuffled order each round and each in a fresh
@@ -10,15 +10,18 @@ process:
   distributions, episodes, stalls, ranks, the MFU-loss split, alerts);
 - ``duckdb``: DuckDB's ``read_json`` (types inferred), then the bare merge by step (slowest rank's time, sums
   of FLOPs and peaks) and the median per-step MFU after 10 warm-up steps; nothing checked;
-- ``polars``: the same with Polars' ``scan_ndjson`` and its streaming engine.
+- ``polars``: the same with Polars' ``scan_ndjson`` and its streaming engine;
+- ``pyarrow``: the same with PyArrow's multithreaded ``pyarrow.json.read_json`` and its compute functions
+  (whole log in memory): of the three engines, the one whose typed reads refuse every token of another
+  type (``benchmarks/engine_types.py``).
 Each child times its work only (its imports come first) and reports its peak resident memory (``ru_maxrss``).
 Reported per size: median seconds and peak RSS per variant, and the median over rounds of ours / the faster
-bare engine in the same round (the acceptance figure: at most 1.2).
+bare engine of DuckDB and Polars in the same round (the acceptance figure: at most 1.2).
 
 ``--cluster-ranks R --cluster-steps S`` also writes a run of R per-rank files of S steps into a folder and
 times ``mfu analyze FOLDER --json`` on it end to end (a fresh process, the CLI as users run it).
-Needs duckdb and polars (``pip install 'mfu-monitor[bench]'``). Logs go to ``--dir`` (default: a temporary
-folder) and are deleted afterwards unless ``--keep``.
+Needs duckdb, polars and pyarrow (``pip install 'mfu-monitor[bench]'``). Logs go to ``--dir`` (default: a
+temporary folder) and are deleted afterwards unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -73,7 +76,22 @@ CHILD = {
         "               .filter(pl.col('step') >= pl.col('step').min() + 10).median())\n"
         "check = out.collect(engine='streaming').row(0)\n",
     ),
+    "pyarrow": (
+        "import numpy as np, pyarrow.compute as pc, pyarrow.json as pj",
+        "t = pj.read_json(PATH)\n"
+        "pk = (t.filter(pc.equal(t['event'], 'run_start')).group_by('rank')\n"
+        "      .aggregate([('peak_flops_per_second', 'max')]))\n"
+        "g = (t.filter(pc.equal(t['event'], 'step')).join(pk, 'rank').group_by('step')\n"
+        "     .aggregate([('step_seconds', 'max'), ('tokens', 'sum'), ('model_flops', 'sum'),\n"
+        "                 ('peak_flops_per_second_max', 'sum')]))\n"
+        "step = g['step'].to_numpy()\n"
+        "mfu = g['model_flops_sum'].to_numpy() / (g['step_seconds_max'].to_numpy()\n"
+        "                                         * g['peak_flops_per_second_max_sum'].to_numpy())\n"
+        "check = (g.num_rows, pc.sum(g['tokens_sum']).as_py(), np.median(mfu[step >= step.min() + 10]))\n",
+    ),
 }
+# the acceptance figure compares ours with the faster of these two
+BARE = ("duckdb", "polars")
 
 CODE = """
 import time, resource, json, sys
@@ -161,8 +179,7 @@ def run_child(name: str, path: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_size(path: Path, rounds: int) -> dict:
-    variants = list(CHILD)
+def bench_size(path: Path, rounds: int, variants: list[str]) -> dict:
     results: dict[str, list[dict]] = {v: [] for v in variants}
     for round_no in range(rounds):
         order = variants[:]
@@ -176,10 +193,12 @@ def bench_size(path: Path, rounds: int) -> dict:
         )
     checks = {v: results[v][0]["check"] for v in variants}
     print(f"  same answer (steps, tokens, MFU median): {checks}")
-    ratios = [
-        o["seconds"] / min(d["seconds"], p["seconds"])
-        for o, d, p in zip(results["ours"], results["duckdb"], results["polars"], strict=True)
-    ]
+    bare = [v for v in variants if v in BARE]
+    ratios = (
+        [results["ours"][i]["seconds"] / min(results[v][i]["seconds"] for v in bare) for i in range(rounds)]
+        if "ours" in variants and bare
+        else []
+    )
     row = {
         v: {
             "median_s": statistics.median(r["seconds"] for r in results[v]),
@@ -189,7 +208,8 @@ def bench_size(path: Path, rounds: int) -> dict:
         }
         for v in variants
     }
-    row["ratio"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+    if ratios:
+        row["ratio"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
     return row
 
 
@@ -205,6 +225,13 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help="where to write the logs (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the logs")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(CHILD),
+        default=list(CHILD),
+        help="which to run (default: all; Polars and PyArrow need more memory than the log's size)",
+    )
     args = parser.parse_args()
 
     folder = args.dir or Path(tempfile.mkdtemp(prefix="mfu-bench-"))
@@ -222,19 +249,20 @@ def main() -> None:
                 write_log(path, records, args.ranks)
             size_mb = path.stat().st_size / 1e6
             print(f"\n{records:,} step records, {args.ranks} ranks, {size_mb:,.0f} MB", flush=True)
-            row = bench_size(path, args.rounds)
+            row = bench_size(path, args.rounds, args.variants)
             row["size_mb"] = size_mb
             results[str(records)] = row
             print(f"  {'variant':8} {'median s':>9} {'min s':>7} {'max s':>7} {'peak RSS MB':>12}")
-            for name in CHILD:
+            for name in args.variants:
                 r = row[name]
                 spread = f"{r['median_s']:9.2f} {r['min_s']:7.2f} {r['max_s']:7.2f}"
                 print(f"  {name:8} {spread} {r['peak_rss_mb']:12.0f}")
-            ratio = row["ratio"]
-            print(
-                f"  ours / faster bare engine, same round: median {ratio['median']:.2f} "
-                f"(min {ratio['min']:.2f}, max {ratio['max']:.2f})"
-            )
+            ratio = row.get("ratio")
+            if ratio:
+                print(
+                    f"  ours / faster bare engine, same round: median {ratio['median']:.2f} "
+                    f"(min {ratio['min']:.2f}, max {ratio['max']:.2f})"
+                )
             if not args.keep:
                 path.unlink()
         if args.cluster_ranks:

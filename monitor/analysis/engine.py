@@ -527,19 +527,11 @@ class LogStore:
 
     def _accept(self) -> None:
         """The step records kept (``_records``): those whose clock does not go back (per file, run and rank)
-        and the first of each (run, rank, step). Two cheap tests first, which usually prove there is nothing
-        to drop: no record older than the one before it in its (file, run, rank) (a record older than the
-        latest before it is older than some record just before it, so none of those means none to drop), and
-        as many distinct (run, rank, step) as records; the drops are searched only where a test fails."""
+        and the first of each (run, rank, step). One ordered pass (``_order_is_plain``) usually proves there
+        is nothing to drop; the drops are searched in SQL only where it does not."""
         self.con.execute("CREATE TEMP TABLE _dropped (seq BIGINT, why VARCHAR, f INTEGER)")
-        # (one partition per hash of the group: two groups that share a hash can only make the test fail)
-        descents = self.con.execute("""
-            SELECT count(*) FROM (
-                SELECT time < lag(time) OVER (PARTITION BY hash(f, name, rank) ORDER BY rowid) AS back
-                FROM _lines WHERE kind = 'step')
-            WHERE back
-        """).fetchone()
-        if descents != (0,):
+        clocks_plain, steps_plain = self._order_is_plain()
+        if not clocks_plain:
             self.con.execute("""
                 INSERT INTO _dropped
                 SELECT seq, 'clock_backwards', f FROM (
@@ -548,13 +540,17 @@ class LogStore:
                     FROM _lines WHERE kind = 'step')
                 WHERE time < before
             """)
-        clocks = descents != (0,) and self.con.execute("SELECT count(*) FROM _dropped").fetchone() != (0,)
+        clocks = not clocks_plain and self.con.execute("SELECT count(*) FROM _dropped").fetchone() != (0,)
         kept = "kind = 'step'" + (
             " AND rowid NOT IN (SELECT seq FROM _dropped WHERE why = 'clock_backwards')" if clocks else ""
         )
-        repeats = self.con.execute(
-            f"SELECT count(*) - count(DISTINCT (name, rank, step)) FROM _lines WHERE {kept}"
-        ).fetchone()
+        repeats = (
+            (0,)
+            if steps_plain
+            else self.con.execute(
+                f"SELECT count(*) - count(DISTINCT (name, rank, step)) FROM _lines WHERE {kept}"
+            ).fetchone()
+        )
         if repeats != (0,):
             self.con.execute(f"""
                 INSERT INTO _dropped
@@ -593,6 +589,63 @@ class LogStore:
                 WHERE d.why = 'repeated_step' GROUP BY l.name
             """).fetchall()
         )
+
+    def _order_is_plain(self, chunk: int = 1 << 20) -> tuple[bool, bool]:
+        """One pass over the step records in file order, a chunk of lines at a time (bounded memory), for
+        the two tests that usually prove nothing is to be dropped: (every record's time is at least that of
+        the record before it of the same file, run and rank; every record's step is above that of the record
+        before it of the same run and rank, whatever the file). Both hold for a log written by one monitor
+        per rank; a False only means the exact searches must run.
+
+        Records are grouped by a 64-bit key of (run, rank) (a hash of the run name mixed with the rank):
+        records of two groups that share a key are checked as one sequence, which holds only if each of the
+        two does, so a clash can cost time, never a record. The clock test takes each file's lines to come as
+        one block (the reader keeps the files' order); it fails if they do not."""
+        rows = self.con.execute("SELECT coalesce(max(rowid) + 1, 0) FROM _lines").fetchone()
+        total = int(rows[0]) if rows else 0
+        carry: dict[int, tuple[int, float, int]] = {}  # group -> (file, time, step) of its latest record
+        clocks, steps = True, True
+        last_file = -1
+        for lo in range(0, total, chunk):
+            data = self.con.execute(
+                "SELECT hash(name) AS n, rank, f, time, step FROM _lines "
+                "WHERE kind = 'step' AND rowid >= ? AND rowid < ?",  # in file order (insertion order kept)
+                [lo, lo + chunk],
+            ).fetchnumpy()
+            names = np.asarray(data["n"], dtype=np.uint64)
+            if names.shape[0] == 0:
+                continue
+            ranks = np.asarray(data["rank"], dtype=np.int64)
+            files = np.asarray(data["f"], dtype=np.int64)
+            if files[0] < last_file or (files[1:] < files[:-1]).any():
+                clocks = False  # a file's lines not in one block: leave it to the exact search
+            last_file = int(files[-1])
+            key = names ^ (ranks.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))  # wraps: a mix, not a sum
+            if (names == names[0]).all() and int(ranks.max()) < 1 << 16:
+                order = np.argsort(ranks.astype(np.uint16), kind="stable")  # one run: by rank (a radix sort)
+            else:
+                order = np.argsort(key, kind="stable")  # by group, each group in file order
+            g, f = key[order], files[order]
+            t = np.asarray(data["time"], dtype=np.float64)[order]
+            st = np.asarray(data["step"], dtype=np.int64)[order]
+            same = g[1:] == g[:-1]
+            if (same & (f[1:] == f[:-1]) & (t[1:] < t[:-1])).any():
+                clocks = False
+            if (same & (st[1:] <= st[:-1])).any():
+                steps = False
+            starts = np.flatnonzero(np.concatenate(([True], ~same)))
+            ends = np.concatenate((starts[1:] - 1, [g.shape[0] - 1]))
+            for key, first, last in zip(g[starts].tolist(), starts.tolist(), ends.tolist(), strict=True):
+                before = carry.get(key)
+                if before is not None:
+                    if before[0] == f[first] and t[first] < before[1]:
+                        clocks = False
+                    if st[first] <= before[2]:
+                        steps = False
+                carry[key] = (int(f[last]), float(t[last]), int(st[last]))
+            if not clocks and not steps:
+                break
+        return clocks, steps
 
     def _others(self, per_file: bool) -> None:
         """run_start, run_end and alert records (a few per rank), checked by the schema's models in order."""
