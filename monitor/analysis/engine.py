@@ -724,13 +724,13 @@ class LogStore:
     def step_tables(self, peak_override: float | None) -> dict[str, StepTable]:
         """Merge each run's records by step index (``monitor.analysis.steps`` conventions) and create the
         ``steps`` view."""
-        self.con.execute("CREATE OR REPLACE TABLE _peaks (name VARCHAR, rank BIGINT, peak DOUBLE)")
+        self.con.execute("CREATE OR REPLACE TEMP TABLE _peaks (name VARCHAR, rank BIGINT, peak DOUBLE)")
         self.rank_peaks = {name: peaks_by_rank(log, peak_override) for name, log in self.runs.items()}
         rows = [(name, rank, peak) for name, peaks in self.rank_peaks.items() for rank, peak in peaks.items()]
         if rows:
             self.con.executemany("INSERT INTO _peaks VALUES (?, ?, ?)", rows)
         self.con.execute("""
-            CREATE OR REPLACE TABLE _steps AS
+            CREATE OR REPLACE TEMP TABLE _steps AS
             SELECT r.name AS run, step, max(interval_steps) AS span, max(time) AS time_end,
                 max(step_seconds) AS seconds, sum(tokens) AS tokens, sum(model_flops) AS model_flops,
                 CASE WHEN count(p.peak) = count(*) THEN sum(p.peak) END AS peak, count(*) AS nranks,
@@ -742,18 +742,18 @@ class LogStore:
             CREATE OR REPLACE VIEW steps AS SELECT *,
                 CASE WHEN seconds * peak > 0 THEN model_flops / (seconds * peak) END AS mfu FROM _steps
         """)
-        data = self.con.execute(
-            "SELECT run, step, span, time_end, seconds, tokens, model_flops, coalesce(peak, 'NaN'::DOUBLE), "
-            "nranks, slowest_rank FROM _steps ORDER BY run, step"
-        ).fetchnumpy()
-        names = np.asarray(data["run"], dtype=object)
         out: dict[str, StepTable] = {}
         for name in self.runs:
-            where = np.flatnonzero(names == name)
-            lo, hi = (int(where[0]), int(where[-1]) + 1) if where.shape[0] else (0, 0)
+            # one run at a time, without its name (a column of strings costs more to fetch than the rest);
+            # the table is stored in step order
+            data = self.con.execute(
+                "SELECT step, span, time_end, seconds, tokens, model_flops, coalesce(peak, 'NaN'::DOUBLE) "
+                "AS peak, nranks, slowest_rank FROM _steps WHERE run = ?",
+                [name],
+            ).fetchnumpy()
 
-            def col(key: str, dtype: Any, lo: int = lo, hi: int = hi) -> np.ndarray:
-                return np.ascontiguousarray(np.asarray(data[key][lo:hi]), dtype=dtype)
+            def col(key: str, dtype: Any, data: dict[str, Any] = data) -> np.ndarray:
+                return np.ascontiguousarray(np.asarray(data[key]), dtype=dtype)
 
             out[name] = StepTable(
                 step=col("step", np.int64),
@@ -762,7 +762,7 @@ class LogStore:
                 seconds=col("seconds", np.float64),
                 tokens=col("tokens", np.float64),
                 flops=col("model_flops", np.float64),
-                peak=col(list(data)[7], np.float64),
+                peak=col("peak", np.float64),
                 nranks=col("nranks", np.int64),
                 slowest_rank=col("slowest_rank", np.int64),
                 repeated=int(self.repeated.get(name, 0)),
