@@ -170,10 +170,11 @@ def _clear_step(line: str) -> bool:
     return record.get("event") != "step" or all(record.get(k) is not None for k in required)
 
 
+@pytest.mark.parametrize("in_memory", [True, False], ids=["records-in-memory", "records-in-file"])
 @pytest.mark.parametrize("lines", ["any", "objects", "clear-objects"])
-def test_engine_keeps_what_the_reference_reader_keeps(tmp_path: Path, lines: str) -> None:
+def test_engine_keeps_what_the_reference_reader_keeps(tmp_path: Path, lines: str, in_memory: bool) -> None:
     """Both of the engine's paths: every line a JSON object and no step record with a field missing or null
-    (its NDJSON reader, fast), or not (line by line)."""
+    (its NDJSON reader, fast), or not (line by line); the records kept in memory or in the database file."""
     log = tmp_path / "hostile.jsonl"
     objects = _hostile_records() + [line for line in HOSTILE if line.startswith("{")]
     if lines == "objects":
@@ -186,9 +187,13 @@ def test_engine_keeps_what_the_reference_reader_keeps(tmp_path: Path, lines: str
             body.encode() + b'{"event": "step", "run": "\xff\xfe"}\n{"time": 1'
         )  # bad UTF-8, torn
     reference = read_logs([log])
-    with LogStore() as store:
+    with LogStore(in_memory=in_memory) as store:
         store.load([log])
         assert store.fast is (lines == "clear-objects")
+        stored = store.con.execute(
+            "SELECT temporary FROM duckdb_tables() WHERE table_name = '_lines'"
+        ).fetchall()
+        assert stored == [(in_memory,)]
         tables = store.step_tables(None)
         (counts,) = store.files
         assert dict(counts.skipped) == dict(reference.files[0].skipped)
@@ -343,6 +348,10 @@ def test_memory_limit_is_checked(tmp_path: Path, capsys) -> None:
     assert "--memory-limit" in capsys.readouterr().err
     code, out, _ = run_cli(capsys, str(log), "--memory-limit", "100MB")
     assert code == 0 and out["runs"][0]["steps"] == RunSpec().steps
+    # too little for the engine's read buffers: one line naming the flag, not the engine's traceback
+    assert main(["analyze", str(log), "--memory-limit", "16MB"]) == 2
+    err = capsys.readouterr().err
+    assert "--memory-limit" in err and "ran out of memory" in err and "Traceback" not in err
 
 
 def _with_start(spec: RunSpec, **start_fields: object) -> list[str]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import tempfile
 import types
@@ -230,7 +231,12 @@ STEP_COLUMNS = (
 class LogStore:
     """Logs loaded into a private DuckDB database; ``close()`` (or ``with``) deletes it."""
 
-    def __init__(self, memory_limit: str | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, memory_limit: str | None = None, threads: int | None = None, in_memory: bool | None = None
+    ) -> None:
+        """``in_memory``: keep the records in a temporary table (True) or in the database file, compressed
+        (False); by default, in memory when the logs take at most half the engine's memory limit."""
+        self.in_memory = in_memory
 
         self.folder = Path(tempfile.mkdtemp(prefix="mfu-analyze-"))
         config: dict[str, str | bool | int | float | list[str]] = {
@@ -261,6 +267,16 @@ class LogStore:
             self.con.close()
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _memory_limit(self) -> float:
+        """The engine's memory limit in bytes, as it reports it (e.g. ``1.8 GiB``)."""
+        row = self.con.execute("SELECT current_setting('memory_limit')").fetchone()
+        text = str(row[0]) if row else ""
+        match = re.fullmatch(r"([\d.]+)\s*([KMGTP]?)(i?)B", text.strip())
+        if not match:
+            return float("inf")  # no limit
+        number, prefix, binary = match.groups()
+        return float(number) * (1024 if binary else 1000) ** " KMGTP".index(prefix or " ")
 
     # --- loading ---------------------------------------------------------------------------------------
     def load(self, paths: Sequence[Path], per_file: bool = False) -> None:
@@ -333,11 +349,18 @@ class LogStore:
                 CASE WHEN kind = 'other' THEN {line} END AS line
             FROM classified"""
 
+        # records that fit in half the engine's memory stay in a temporary table (in memory, fastest); more
+        # go to the database file, compressed: less disk than a spilled temporary table and less memory (at
+        # 20 M records 0.4 GB on disk and 1.5 GB peak memory, against 1.6 GB and 2.4 GB)
+        in_memory = self.in_memory
+        if in_memory is None:
+            in_memory = _input_bytes(paths) <= self._memory_limit() / 2
+        table = "TEMP TABLE" if in_memory else "TABLE"
         self.fast = True
         try:
             # fast path: the engine's own NDJSON reader, each field as its JSON text, for logs whose every
             # line is a JSON object; a line it cannot tell exactly is a 'recheck' (then the next path)
-            self.con.execute(f"CREATE TEMP TABLE _lines AS {self._fast_select(files, name)}")
+            self.con.execute(f"CREATE {table} _lines AS {self._fast_select(files, name)}")
             if self.con.execute("SELECT count(*) FROM _lines WHERE kind = 'recheck'").fetchone() != (0,):
                 raise duckdb.InvalidInputException("a line only the line-by-line path tells exactly")
         except (duckdb.InvalidInputException, duckdb.ConversionException):
@@ -345,7 +368,7 @@ class LogStore:
             self.fast = False
             self.con.execute("DROP TABLE IF EXISTS _lines")
             source = self._lines(files, struct, json_paths, unpack)
-            self.con.execute(f"CREATE TEMP TABLE _lines AS WITH {source}, {tail('line')}")
+            self.con.execute(f"CREATE {table} _lines AS WITH {source}, {tail('line')}")
         self._count_lines()
         self._accept()
         self._others(per_file)
@@ -865,6 +888,16 @@ class LogStore:
         self.con.execute(
             "CREATE OR REPLACE VIEW records AS SELECT * EXCLUDE (name, run), name AS run FROM _records"
         )
+
+
+def _input_bytes(paths: Sequence[Path]) -> int:
+    """The logs' size as read: a compressed log counted ten times its file size (JSON logs compress about as
+    much; only a choice of storage depends on it)."""
+    total = 0
+    for path in map(Path, paths):
+        size = path.stat().st_size
+        total += size * 10 if path.name.lower().endswith((".gz", ".zst")) else size
+    return total
 
 
 def _ends_with_newline(path: Path) -> bool:

@@ -92,24 +92,33 @@ def run(args: argparse.Namespace) -> int:
     for flag, target in (("--html", args.html), ("--parquet", args.parquet)):
         if target:
             check_output(target, flag, inputs=args.logs)
-    with open_logs(args.logs, options, memory_limit=args.memory_limit) as store:
-        result = summarize_store(store, options)
-        warning = skipped_warning(result.analysis)
-        if warning:
-            print(f"mfu analyze: warning: {warning}", file=sys.stderr)
-        parquet_path = None
-        if args.parquet:
-            with writing(args.parquet, "--parquet"):
-                parquet_path = str(store.export_parquet(args.parquet))
-        if args.sql:
-            columns, rows = store.sql(args.sql)
-            if args.json:
-                print_json({"columns": columns, "rows": [list(r) for r in rows], "parquet": parquet_path})
-            else:
-                _print_rows(columns, rows)
-                if parquet_path:
-                    console().print(plain_text(f"Parquet: {parquet_path}"))
-            return 0
+    import duckdb
+
+    try:
+        with open_logs(args.logs, options, memory_limit=args.memory_limit) as store:
+            result = summarize_store(store, options)
+            warning = skipped_warning(result.analysis)
+            if warning:
+                print(f"mfu analyze: warning: {warning}", file=sys.stderr)
+            parquet_path = None
+            if args.parquet:
+                with writing(args.parquet, "--parquet"):
+                    parquet_path = str(store.export_parquet(args.parquet))
+            if args.sql:
+                columns, rows = store.sql(args.sql)
+                if args.json:
+                    print_json({"columns": columns, "rows": [list(r) for r in rows], "parquet": parquet_path})
+                else:
+                    _print_rows(columns, rows)
+                    if parquet_path:
+                        console().print(plain_text(f"Parquet: {parquet_path}"))
+                return 0
+    except duckdb.OutOfMemoryException:
+        raise InputError(
+            "--memory-limit",
+            f"the analysis engine ran out of memory within {args.memory_limit}",
+            "raise it, e.g. --memory-limit 2GB",
+        ) from None
     html_path = None
     if args.html:
         try:
