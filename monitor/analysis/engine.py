@@ -8,9 +8,9 @@ kinds), and the step record's fields, types and limits come from ``monitor.schem
 field (or one with a default) that is absent, of the wrong type, outside its declared bounds or not finite
 makes the record a ``missing_field`` / ``bad_value``; an optional field (default null) that is any of these
 is unknown (NULL). Records are kept in a database in a private temporary folder (deleted on close): in a
-temporary table when the logs take at most half the engine's memory limit, else in a table of the database file,
-compressed; sorts, windows and aggregations spill to that folder past the limit, so the memory used stays under
-that limit whatever the size of the logs.
+temporary table when the logs take at most half the engine's memory limit, else in a table of the database
+file, compressed; sorts, windows and aggregations spill to that folder past the limit, so the memory used
+stays under that limit whatever the size of the logs.
 
 Tables and views (``LogStore.sql``, ``mfu analyze --sql``):
 - ``steps``: the merged step table, one row per run and step index (``STEP_COLUMNS``);
