@@ -1,7 +1,7 @@
 """How fast `mfu analyze` reads big run logs, and with how much memory, beside bare DuckDB and bare Polars.
 
     python benchmarks/analyze_speed.py [--records 1000000 20000000] [--ranks 8] [--rounds 3]
-        [--cluster-ranks 4096 --cluster-steps 2000] [--variants ours duckdb polars]
+        [--cluster-ranks 4096 --cluster-steps 2000] [--variants ours duckdb polars pyarrow]
 
 For each ``--records`` size it writes a JSONL run log (``--ranks`` ranks in one file, compact JSON, one
 record a line, as ``RunLogWriter`` writes it), then runs, in shuffled order each round and each in a fresh

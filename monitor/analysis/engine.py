@@ -352,7 +352,7 @@ class LogStore:
 
         # records that fit in half the engine's memory stay in a temporary table (in memory, fastest); more
         # go to the database file, compressed: less disk than a spilled temporary table and less memory (at
-        # 20 M records 0.4 GB on disk and 1.5 GB peak memory, against 1.6 GB and 2.4 GB)
+        # 20 M records 0.4 GB on disk and 1.6 GB peak memory, against 1.6 GB and 2.4 GB)
         in_memory = self.in_memory
         if in_memory is None:
             in_memory = _input_bytes(paths) <= self._memory_limit() / 2
@@ -659,14 +659,14 @@ class LogStore:
                 steps = False
             starts = np.flatnonzero(np.concatenate(([True], ~same)))
             ends = np.concatenate((starts[1:] - 1, [g.shape[0] - 1]))
-            for key, first, last in zip(g[starts].tolist(), starts.tolist(), ends.tolist(), strict=True):
-                before = carry.get(key)
+            for group, first, last in zip(g[starts].tolist(), starts.tolist(), ends.tolist(), strict=True):
+                before = carry.get(group)
                 if before is not None:
                     if before[0] == f[first] and t[first] < before[1]:
                         clocks = False
                     if st[first] <= before[2]:
                         steps = False
-                carry[key] = (int(f[last]), float(t[last]), int(st[last]))
+                carry[group] = (int(f[last]), float(t[last]), int(st[last]))
             if not clocks and not steps:
                 break
         return clocks, steps
