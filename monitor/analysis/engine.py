@@ -45,6 +45,7 @@ from monitor.schema import StepRecord
 
 # Suffixes a directory is searched for (recursively); compressed logs are read as they are.
 LOG_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".json.zst", ".log")
+COMPRESSED_SUFFIXES = (".gz", ".zst")  # the engine reads them as they are; Python decompresses
 _INT_LIMIT = 1 << 62  # step, rank and span are signed 64-bit integers
 
 # Step-record fields the reader uses that the schema may not (yet) declare: (type, default, lower bound,
@@ -897,14 +898,14 @@ def _input_bytes(paths: Sequence[Path]) -> int:
     total = 0
     for path in map(Path, paths):
         size = path.stat().st_size
-        total += size * 10 if path.name.lower().endswith((".gz", ".zst")) else size
+        total += size * 10 if path.name.lower().endswith(COMPRESSED_SUFFIXES) else size
     return total
 
 
 def _ends_with_newline(path: Path) -> bool:
     """Whether the file's (decompressed) content ends with a newline; only asked when its last line is bad."""
     name = path.name.lower()
-    if not name.endswith((".gz", ".zst")):
+    if not name.endswith(COMPRESSED_SUFFIXES):
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
             if handle.tell() == 0:
